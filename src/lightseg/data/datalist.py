@@ -1,0 +1,200 @@
+"""Decathlon-style datalists: loading, pre-flight validation, seeded splits and the demo dataset.
+
+A datalist is a JSON file with ``training`` / ``validation`` / ``testing`` lists of ``{"image": ..., "label": ...}``
+entries whose paths are relative to a dataset root (``base_dir``). Optional top-level keys record provenance
+(``source``, ``seed``, ``ratios``); a datalist with a ``synthetic`` key describes generated demo data, which
+:func:`ensure_demo_data` (re)creates when files are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+from lightseg.data.io import DatalistError, read_header
+
+__all__ = [
+    "DatalistError",
+    "split_ids",
+    "load_datalist",
+    "validate_entries",
+    "ensure_demo_data",
+    "make_demo_datalist",
+    "write_json",
+]
+
+logger = logging.getLogger(__name__)
+SECTIONS = ("training", "validation", "testing")
+
+
+def write_json(obj: dict, path: str | os.PathLike) -> None:
+    """Write JSON as the Model Zoo does (``indent=4``, trailing newline), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=4) + "\n")
+    os.replace(tmp, path)
+
+
+def split_ids(ids: Sequence[str], ratios: Sequence[float], seed: int) -> list[list[str]]:
+    """Split ``ids`` into ``len(ratios)`` parts: a pure function of the sorted ids, the ratios and the seed.
+
+    The ids are sorted, permuted with ``numpy.random.default_rng(seed)``, and cut at the rounded cumulative
+    ratios (the last part takes the remainder). Each part is returned sorted.
+    """
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if list(ids).count(i) > 1})
+        raise DatalistError(f"duplicated case ids: {dup[:10]}")
+    if any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
+        raise DatalistError(f"split ratios must be >= 0 and sum to 1, got {list(ratios)}.")
+    order = sorted(ids)
+    perm = np.random.default_rng(seed).permutation(len(order))
+    shuffled = [order[i] for i in perm]
+    cuts = np.round(np.cumsum(ratios)[:-1] * len(order)).astype(int).tolist()
+    parts, start = [], 0
+    for end in [*cuts, len(order)]:
+        parts.append(sorted(shuffled[start:end]))
+        start = end
+    return parts
+
+
+def _read_datalist(datalist: str | os.PathLike) -> dict:
+    path = Path(datalist)
+    if not path.is_file():
+        raise DatalistError(f"datalist {path} does not exist.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatalistError(f"datalist {path} is not valid JSON: {e}.") from e
+
+
+def validate_entries(entries: Sequence[dict], in_channels: int | None = 3, where: str = "datalist") -> None:
+    """Check that every image (and label) exists, is readable, has a usable channel count and matching size.
+
+    Reads headers only (no pixel decoding), so it is quick; mask values are checked when masks are loaded
+    (:class:`lightseg.transforms.PrepareImageLabeld`). Raises :class:`DatalistError` on the first problem,
+    naming the entry and the file.
+    """
+    for n, entry in enumerate(entries):
+        if "image" not in entry:
+            raise DatalistError(f"{where}: entry {n} has no 'image' key: {entry}.")
+        image = read_header(entry["image"])
+        if image.channels not in (1, 2, 3, 4):
+            raise DatalistError(
+                f"{where}: image {entry['image']} has {image.channels} channels; expected 1 (grayscale), "
+                "2 (grayscale + alpha), 3 (RGB) or 4 (RGBA)."
+            )
+        if in_channels == 1 and image.channels not in (1, 2):
+            logger.debug("%s will be converted to grayscale", entry["image"])
+        if "label" in entry:
+            label = read_header(entry["label"])
+            if label.spatial_shape != image.spatial_shape:
+                raise DatalistError(
+                    f"{where}: mask {entry['label']} is {_hw(label.spatial_shape)} but image {entry['image']} is "
+                    f"{_hw(image.spatial_shape)} (height x width); they must be the same size."
+                )
+
+
+def _hw(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(s) for s in shape)
+
+
+def load_datalist(
+    datalist: str | os.PathLike,
+    key: str = "training",
+    base_dir: str | os.PathLike | None = None,
+    validate: bool = True,
+    in_channels: int | None = 3,
+) -> list[dict]:
+    """Load section ``key`` of a Decathlon datalist with paths joined to ``base_dir``, after checking it.
+
+    Demo datalists (with a ``synthetic`` key) have their files generated first when missing. Raises
+    :class:`DatalistError` for a missing datalist, a ``base_dir`` that does not exist, an empty or absent
+    section, a missing or unreadable file, a wrong channel count or an image/mask size mismatch.
+    """
+    content = _read_datalist(datalist)
+    if base_dir is None:
+        base_dir = Path(datalist).parent
+    if "synthetic" in content:
+        ensure_demo_data(datalist, base_dir)
+    if not Path(base_dir).is_dir():
+        raise DatalistError(f"dataset_dir {base_dir} does not exist (datalist {datalist}).")
+    if not content.get(key):
+        raise DatalistError(f"datalist {datalist} has no entries in {key!r} (sections: {list(content)}).")
+    entries = load_decathlon_datalist(str(datalist), data_list_key=key, base_dir=str(base_dir))
+    for n, entry in enumerate(entries):
+        for k in ("image", "label"):
+            if k in entry and not Path(entry[k]).is_file():
+                raise DatalistError(f"{datalist} [{key}][{n}]: {k} file {entry[k]} does not exist.")
+    if validate:
+        validate_entries(entries, in_channels=in_channels, where=f"{datalist} [{key}]")
+    logger.info("%s: %d %s entries under %s", datalist, len(entries), key, base_dir)
+    return entries
+
+
+def ensure_demo_data(datalist: str | os.PathLike, base_dir: str | os.PathLike) -> bool:
+    """Generate the demo dataset a ``synthetic`` datalist describes, if any of its files is missing.
+
+    Safe with several processes (``torchrun``): one generates under a file lock while the others wait.
+    Returns True when files were written.
+    """
+    from filelock import FileLock
+
+    from lightseg.data.synthetic import generate_dataset
+
+    content = _read_datalist(datalist)
+    spec = content.get("synthetic")
+    if spec is None:
+        return False
+    cases = [c for s in SECTIONS for c in content.get(s, [])]
+    base = Path(base_dir)
+    if all((base / c[k]).is_file() for c in cases for k in ("image", "label")):
+        return False
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base / ".generate.lock")):
+        if all((base / c[k]).is_file() for c in cases for k in ("image", "label")):
+            return False
+        logger.info("generating the demo dataset (%d cases) in %s", len(cases), base)
+        generate_dataset(base, cases, seed=int(spec["seed"]), min_size=spec["min_size"], max_size=spec["max_size"])
+    return True
+
+
+def make_demo_datalist(
+    per_modality: int = 80,
+    seed: int = 20240601,
+    ratios: Sequence[float] = (0.7, 0.15, 0.15),
+    modalities: Sequence[str] = ("dermoscopy", "ultrasound"),
+    min_size: int = 200,
+    max_size: int = 700,
+) -> dict:
+    """The demo datalist: ``per_modality`` cases of each modality, split per modality with ``split_ids``."""
+    sections: dict[str, list[dict]] = {s: [] for s in SECTIONS}
+    for modality in modalities:
+        ids = [f"{modality}_{i:03d}" for i in range(per_modality)]
+        for section, part in zip(SECTIONS, split_ids(ids, ratios, seed)):
+            for case_id in part:
+                sections[section].append(
+                    {
+                        "image": f"images/{case_id}.png",
+                        "label": f"masks/{case_id}.png",
+                        "modality": modality,
+                        "index": int(case_id.rsplit("_", 1)[1]),
+                    }
+                )
+    return {
+        "name": "lightseg synthetic demo",
+        "description": "Generated dermoscopy-like RGB and ultrasound-like grayscale images with lesion masks "
+        "(lightseg.data.synthetic). Files are created on first use under the dataset_dir.",
+        "source": "lightseg.data.synthetic",
+        "seed": seed,
+        "ratios": list(ratios),
+        "synthetic": {"seed": seed, "min_size": min_size, "max_size": max_size, "modalities": list(modalities)},
+        "labels": {"0": "background", "1": "lesion"},
+        **sections,
+    }

@@ -1,0 +1,183 @@
+"""Ignite handlers that write the bundle's weights and make training resumable.
+
+``ModelSaver`` writes ``models/model.pt`` as a plain ``state_dict`` (loadable with ``weights_only=True``): each
+time the validation key metric improves, and at the end of training when no validation ever ran. It also writes
+``model_final.pt`` at the end.
+
+``ResumableCheckpoint`` writes ``checkpoint.pt`` (network, optimizer, LR scheduler, trainer state and the best
+metric so far) atomically at the end of every epoch, and on start loads it when present, so a killed run
+continues from its last completed epoch. Everything in it is tensors and plain Python values: it loads with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+__all__ = ["ModelSaver", "ResumableCheckpoint", "unwrap", "atomic_save"]
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The module inside a DataParallel/DistributedDataParallel wrapper (or the module itself)."""
+    return network.module if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else network
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file then rename: a crash never leaves a truncated file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class ModelSaver:
+    """Save the best model by a validation metric, and the final model.
+
+    Attach to the trainer (``train#handlers``); it registers itself on ``evaluator`` too.
+
+    Args:
+        network: the trained network (wrappers are removed before saving).
+        save_dir: folder of the model files (the bundle's ``models/``).
+        evaluator: the validation evaluator whose metric is watched; None to save only at the end.
+        metric_name: metric in ``evaluator.state.metrics``; defaults to the evaluator's key metric.
+        mode: ``"max"`` or ``"min"``.
+        filename: best-model file name.
+        final_filename: end-of-training file name (None to skip).
+        save: write files (False on non-zero ranks of a distributed run, which still track the best metric).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        save_dir: str | os.PathLike,
+        evaluator: Engine | None = None,
+        metric_name: str | None = None,
+        mode: str = "max",
+        filename: str = "model.pt",
+        final_filename: str | None = "model_final.pt",
+        save: bool = True,
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
+        self.network = network
+        self.save_dir = Path(save_dir)
+        self.evaluator = evaluator
+        self.metric_name = metric_name
+        self.mode = mode
+        self.filename = filename
+        self.final_filename = final_filename
+        self.save = save
+        self.best_metric = -math.inf if mode == "max" else math.inf
+        self.best_epoch = -1
+        self._trainer: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        self._trainer = engine
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.validated)
+
+    def _metric_name(self, evaluator: Engine) -> str:
+        if self.metric_name is not None:
+            return self.metric_name
+        name = getattr(evaluator.state, "key_metric_name", None)
+        if name is None:
+            raise ValueError("ModelSaver needs metric_name: the evaluator has no key metric.")
+        return name
+
+    def _save(self, filename: str) -> Path:
+        path = self.save_dir / filename
+        if self.save:
+            atomic_save(unwrap(self.network).state_dict(), path)
+        return path
+
+    def validated(self, evaluator: Engine) -> None:
+        name = self._metric_name(evaluator)
+        value = float(evaluator.state.metrics[name])
+        better = value > self.best_metric if self.mode == "max" else value < self.best_metric
+        epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
+        if math.isfinite(value) and better:
+            self.best_metric, self.best_epoch = value, int(epoch)
+            path = self._save(self.filename)
+            logger.info("epoch %d: best %s %.4f, saved %s", epoch, name, value, path)
+
+    def completed(self, engine: Engine) -> None:
+        if self.final_filename:
+            self._save(self.final_filename)
+        if self.best_epoch < 0:
+            path = self._save(self.filename)
+            logger.info("no validation result: saved the final model as %s", path)
+
+    def state_dict(self) -> dict:
+        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_metric = float(state["best_metric"])
+        self.best_epoch = int(state["best_epoch"])
+
+
+class ResumableCheckpoint:
+    """Save everything needed to resume at each epoch end; resume from it on start.
+
+    Args:
+        save_dir: folder of ``filename``.
+        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, lr_scheduler, a
+            :class:`ModelSaver`, ...). Networks are unwrapped from DDP. The engine this handler is attached to is
+            added as ``"trainer"``.
+        resume: load ``filename`` on start when it exists.
+        filename: checkpoint file name.
+        save: write checkpoints (False on non-zero ranks in distributed runs, which still resume).
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: dict[str, Any],
+        resume: bool = True,
+        filename: str = "checkpoint.pt",
+        save: bool = True,
+    ) -> None:
+        self.path = Path(save_dir) / filename
+        self.save_dict = {k: v for k, v in save_dict.items() if v is not None}
+        self.resume = resume
+        self.save = save
+
+    def attach(self, engine: Engine) -> None:
+        self.save_dict.setdefault("trainer", engine)
+        engine.add_event_handler(Events.STARTED, self.load)
+        if self.save:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def write(self, engine: Engine) -> None:
+        state = {k: (unwrap(v) if isinstance(v, nn.Module) else v).state_dict() for k, v in self.save_dict.items()}
+        atomic_save(state, self.path)
+
+    def load(self, engine: Engine) -> None:
+        if not self.resume or not self.path.is_file():
+            return
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        max_epochs = engine.state.max_epochs
+        for key, obj in self.save_dict.items():
+            if key not in state:
+                raise KeyError(f"checkpoint {self.path} has no {key!r} entry (has {sorted(state)}).")
+            target = unwrap(obj) if isinstance(obj, nn.Module) else obj
+            if isinstance(obj, Engine):
+                # keep the max_epochs of this run: resuming with a larger epoch budget extends training
+                target.load_state_dict({**state[key], "max_epochs": max_epochs})
+            else:
+                target.load_state_dict(state[key])
+        epoch = engine.state.epoch
+        if epoch >= (max_epochs or 0):
+            logger.warning("checkpoint %s is already at epoch %d of %s: nothing left to train", self.path, epoch, max_epochs)
+        logger.info("resumed from %s at epoch %d (iteration %d)", self.path, epoch, engine.state.iteration)

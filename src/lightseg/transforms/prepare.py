@@ -1,0 +1,120 @@
+"""Checks and 2D fixes for image/mask pairs, as a MONAI dictionary transform.
+
+Placed right after ``LoadImaged`` + ``EnsureChannelFirstd`` in training and evaluation. It handles the 2D
+pitfalls of real folders: grayscale, grayscale+alpha, RGB and RGBA images mixed together, masks saved as RGB(A)
+or with values 0/255, single-frame DICOM and NIfTI slices with a trailing singleton dimension; and it stops
+with a message naming the file for anything it cannot handle safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+__all__ = ["PrepareImageLabeld", "to_channels"]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _name(data) -> str:
+    meta = getattr(data, "meta", None) or {}
+    return str(meta.get("filename_or_obj", "<in-memory image>"))
+
+
+def _squeeze_2d(x: torch.Tensor, what: str) -> torch.Tensor:
+    while x.dim() > 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.dim() != 3:
+        raise ValueError(f"{what} {_name(x)} is not a 2D image: shape {list(x.shape)} after adding channels.")
+    return x
+
+
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert a channel-first 2D image with 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels.
+
+    Grayscale is repeated to 3 channels; alpha is dropped; RGB becomes luminance when ``channels == 1``.
+    """
+    c = x.shape[0]
+    if c not in (1, 2, 3, 4):
+        raise ValueError(
+            f"image {_name(x)} has {c} channels; expected 1 (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA)."
+        )
+    x = x[:1] if c in (1, 2) else x[:3]
+    if channels == 3 and x.shape[0] == 1:
+        return x.repeat(3, 1, 1)
+    if channels == 1 and x.shape[0] == 3:
+        weights = torch.tensor(_LUMA, dtype=torch.float32, device=x.device).view(3, 1, 1)
+        return (x.float() * weights).sum(0, keepdim=True)
+    if x.shape[0] != channels:
+        raise ValueError(f"cannot convert image {_name(x)} with {c} channels to {channels} channels.")
+    return x
+
+
+class PrepareImageLabeld(MapTransform):
+    """Validate and normalise a loaded (channel-first) image and its mask.
+
+    - image: trailing singleton dimensions squeezed; converted to ``in_channels`` (see :func:`to_channels`);
+      float32.
+    - label: RGB(A) masks reduced to one channel (maximum over colour channels, alpha ignored); values must be
+      {0, 1} or {0, 255} (or a subset), unless ``mask_threshold`` is set, in which case ``label > threshold``
+      (use 127 for JPEG masks); output float32 {0, 1}, one channel.
+    - both must have the same height and width.
+
+    Args:
+        keys: ``(image_key, label_key)``; the label key may be absent from a sample (inference).
+        in_channels: channels the network expects (1 or 3).
+        mask_threshold: None for strict binary masks, or a threshold for lossy masks.
+
+    Raises:
+        ValueError: naming the file, for a wrong channel count, non-2D data, a size mismatch or mask values
+        other than {0, 1} / {0, 255}.
+    """
+
+    def __init__(
+        self, keys: KeysCollection = ("image", "label"), in_channels: int = 3, mask_threshold: float | None = None
+    ) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        if len(self.keys) != 2:
+            raise ValueError(f"keys must be (image_key, label_key), got {self.keys}.")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}.")
+        self.in_channels = in_channels
+        self.mask_threshold = mask_threshold
+
+    def _label(self, y: torch.Tensor) -> torch.Tensor:
+        y = _squeeze_2d(y, "mask")
+        if y.shape[0] not in (1, 2, 3, 4):
+            raise ValueError(f"mask {_name(y)} has {y.shape[0]} channels; expected 1, 3 (RGB) or 4 (RGBA).")
+        y = y[:1] if y.shape[0] <= 2 else y[:3].amax(0, keepdim=True)
+        if self.mask_threshold is not None:
+            return (y > self.mask_threshold).float()
+        values = torch.unique(torch.as_tensor(y))
+        allowed = values.tolist()
+        if not (set(allowed) <= {0, 1} or set(allowed) <= {0, 255}):
+            shown = ", ".join(f"{v:g}" for v in allowed[:8]) + (" ..." if len(allowed) > 8 else "")
+            raise ValueError(
+                f"mask {_name(y)} has values {{{shown}}}; expected {{0, 1}} or {{0, 255}}. For lossy (JPEG) "
+                "masks set mask_threshold (e.g. 127)."
+            )
+        return (y > 0).float()
+
+    def __call__(self, data: dict[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        image_key, label_key = self.keys
+        if image_key not in d:
+            raise KeyError(f"sample has no {image_key!r} key: {list(d)}")
+        image = to_channels(_squeeze_2d(d[image_key], "image"), self.in_channels).float()
+        d[image_key] = image
+        if label_key in d:
+            label = self._label(d[label_key])
+            if tuple(label.shape[1:]) != tuple(image.shape[1:]):
+                # MONAI arrays are (width, height) for 2D image files; report height x width like image viewers.
+                raise ValueError(
+                    f"mask {_name(label)} is {label.shape[2]} x {label.shape[1]} but image {_name(image)} is "
+                    f"{image.shape[2]} x {image.shape[1]} (height x width); they must be the same size."
+                )
+            d[label_key] = label
+        return d
