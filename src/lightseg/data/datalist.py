@@ -74,14 +74,37 @@ def _read_datalist(datalist: str | os.PathLike) -> dict:
         raise DatalistError(f"datalist {path} is not valid JSON: {e}.") from e
 
 
-def validate_entries(entries: Sequence[dict], in_channels: int | None = 3, where: str = "datalist") -> None:
+def _check_mask_values(path: str, mask_threshold: float | None) -> None:
+    """Decode a mask with MONAI's loader and apply the training-time binarisation check."""
+    from monai.transforms import EnsureChannelFirst, LoadImage
+
+    from lightseg.transforms.prepare import binarize_mask
+
+    mask = EnsureChannelFirst()(LoadImage(image_only=True, reader=["PydicomReader"])(path))
+    while mask.dim() > 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    try:
+        binarize_mask(mask, mask_threshold, name=path)
+    except ValueError as e:
+        raise DatalistError(str(e)) from None
+
+
+def validate_entries(
+    entries: Sequence[dict],
+    in_channels: int | None = 3,
+    where: str = "datalist",
+    check_mask_values: bool = True,
+    mask_threshold: float | None = None,
+) -> None:
     """Check that every image (and label) exists, is readable, has a usable channel count and matching size.
 
-    Reads headers only (no pixel decoding), so it is quick; mask values are checked when masks are loaded
-    (:class:`lightseg.transforms.PrepareImageLabeld`). Raises :class:`DatalistError` on the first problem,
-    naming the entry and the file.
+    Image headers are read without decoding pixels; masks are decoded (they are small) to check their values
+    unless ``check_mask_values`` is False (then :class:`lightseg.transforms.PrepareImageLabeld` checks them at
+    load time). Raises :class:`DatalistError` on the first problem, naming the entry and the file.
     """
-    for n, entry in enumerate(entries):
+    from tqdm import tqdm
+
+    for n, entry in enumerate(tqdm(entries, desc="checking data", unit="case", leave=False, disable=None)):
         if "image" not in entry:
             raise DatalistError(f"{where}: entry {n} has no 'image' key: {entry}.")
         image = read_header(entry["image"])
@@ -99,6 +122,8 @@ def validate_entries(entries: Sequence[dict], in_channels: int | None = 3, where
                     f"{where}: mask {entry['label']} is {_hw(label.spatial_shape)} but image {entry['image']} is "
                     f"{_hw(image.spatial_shape)} (height x width); they must be the same size."
                 )
+            if check_mask_values:
+                _check_mask_values(str(entry["label"]), mask_threshold)
 
 
 def _hw(shape: tuple[int, ...]) -> str:
@@ -111,10 +136,12 @@ def load_datalist(
     base_dir: str | os.PathLike | None = None,
     validate: bool = True,
     in_channels: int | None = 3,
+    mask_threshold: float | None = None,
 ) -> list[dict]:
     """Load section ``key`` of a Decathlon datalist with paths joined to ``base_dir``, after checking it.
 
-    Demo datalists (with a ``synthetic`` key) have their files generated first when missing. Raises
+    ``mask_threshold`` is the one given to :class:`lightseg.transforms.PrepareImageLabeld` (None: masks must be
+    {0, 1} or {0, 255}). Demo datalists (with a ``synthetic`` key) have their files generated first when missing. Raises
     :class:`DatalistError` for a missing datalist, a ``base_dir`` that does not exist, an empty or absent
     section, a missing or unreadable file, a wrong channel count or an image/mask size mismatch.
     """
@@ -133,7 +160,7 @@ def load_datalist(
             if k in entry and not Path(entry[k]).is_file():
                 raise DatalistError(f"{datalist} [{key}][{n}]: {k} file {entry[k]} does not exist.")
     if validate:
-        validate_entries(entries, in_channels=in_channels, where=f"{datalist} [{key}]")
+        validate_entries(entries, in_channels, f"{datalist} [{key}]", mask_threshold=mask_threshold)
     logger.info("%s: %d %s entries under %s", datalist, len(entries), key, base_dir)
     return entries
 

@@ -4,8 +4,8 @@
 time the validation key metric improves, and at the end of training when no validation ever ran. It also writes
 ``model_final.pt`` at the end.
 
-``ResumableCheckpoint`` writes ``checkpoint.pt`` (network, optimizer, LR scheduler, trainer state and the best
-metric so far) atomically at the end of every epoch, and on start loads it when present, so a killed run
+``ResumableCheckpoint`` writes ``checkpoint.pt`` (network, optimizer, LR scheduler, and the trainer state with
+the best metric so far) atomically at the end of every epoch, and on start loads it when present, so a killed run
 continues from its last completed epoch. Everything in it is tensors and plain Python values: it loads with
 ``torch.load(..., weights_only=True)``.
 """
@@ -44,7 +44,10 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 class ModelSaver:
     """Save the best model by a validation metric, and the final model.
 
-    Attach to the trainer (``train#handlers``); it registers itself on ``evaluator`` too.
+    Attach to the trainer (``train#handlers``); it registers itself on ``evaluator`` too. The best value and
+    its epoch live in the trainer's state (``best_model_metric``, ``best_model_epoch``) and are part of the
+    trainer's ``state_dict``, so a resumed run (:class:`ResumableCheckpoint`) keeps comparing against the
+    best model written before the interruption.
 
     Args:
         network: the trained network (wrappers are removed before saving).
@@ -56,6 +59,8 @@ class ModelSaver:
         final_filename: end-of-training file name (None to skip).
         save: write files (False on non-zero ranks of a distributed run, which still track the best metric).
     """
+
+    STATE_KEYS = ("best_model_metric", "best_model_epoch")
 
     def __init__(
         self,
@@ -78,15 +83,26 @@ class ModelSaver:
         self.filename = filename
         self.final_filename = final_filename
         self.save = save
-        self.best_metric = -math.inf if mode == "max" else math.inf
-        self.best_epoch = -1
         self._trainer: Engine | None = None
 
     def attach(self, engine: Engine) -> None:
         self._trainer = engine
+        for key in self.STATE_KEYS:
+            if key not in engine.state_dict_user_keys:
+                engine.state_dict_user_keys.append(key)
+        engine.state.best_model_metric = -math.inf if self.mode == "max" else math.inf
+        engine.state.best_model_epoch = -1
         engine.add_event_handler(Events.COMPLETED, self.completed)
         if self.evaluator is not None:
             self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self.validated)
+
+    @property
+    def best_metric(self) -> float:
+        return float(self._trainer.state.best_model_metric) if self._trainer else math.nan
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self._trainer.state.best_model_epoch) if self._trainer else -1
 
     def _metric_name(self, evaluator: Engine) -> str:
         if self.metric_name is not None:
@@ -103,12 +119,14 @@ class ModelSaver:
         return path
 
     def validated(self, evaluator: Engine) -> None:
+        if self._trainer is None:
+            raise RuntimeError("ModelSaver must be attached to the trainer.")
         name = self._metric_name(evaluator)
         value = float(evaluator.state.metrics[name])
         better = value > self.best_metric if self.mode == "max" else value < self.best_metric
-        epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
         if math.isfinite(value) and better:
-            self.best_metric, self.best_epoch = value, int(epoch)
+            epoch = int(self._trainer.state.epoch)
+            self._trainer.state.best_model_metric, self._trainer.state.best_model_epoch = value, epoch
             path = self._save(self.filename)
             logger.info("epoch %d: best %s %.4f, saved %s", epoch, name, value, path)
 
@@ -119,22 +137,15 @@ class ModelSaver:
             path = self._save(self.filename)
             logger.info("no validation result: saved the final model as %s", path)
 
-    def state_dict(self) -> dict:
-        return {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best_metric = float(state["best_metric"])
-        self.best_epoch = int(state["best_epoch"])
-
 
 class ResumableCheckpoint:
     """Save everything needed to resume at each epoch end; resume from it on start.
 
     Args:
         save_dir: folder of ``filename``.
-        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, lr_scheduler, a
-            :class:`ModelSaver`, ...). Networks are unwrapped from DDP. The engine this handler is attached to is
-            added as ``"trainer"``.
+        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, lr_scheduler, ...).
+            Networks are unwrapped from DDP. The engine this handler is attached to is added as ``"trainer"``
+            (its state includes the user keys of other handlers, such as :class:`ModelSaver`'s best metric).
         resume: load ``filename`` on start when it exists.
         filename: checkpoint file name.
         save: write checkpoints (False on non-zero ranks in distributed runs, which still resume).

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from lightseg.transforms.prepare import PrepareImageLabeld, to_channels
+from lightseg.transforms.prepare import PrepareImageLabeld, binarize_mask, to_channels
 
-__all__ = ["PrepareImageLabeld", "to_channels"]
+__all__ = ["PrepareImageLabeld", "binarize_mask", "to_channels"]

@@ -14,7 +14,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-__all__ = ["PrepareImageLabeld", "to_channels"]
+__all__ = ["PrepareImageLabeld", "binarize_mask", "to_channels"]
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -53,6 +53,31 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x
 
 
+def binarize_mask(y: torch.Tensor, threshold: float | None = None, name: str | None = None) -> torch.Tensor:
+    """A channel-first 2D mask (1-4 channels) as one float channel of {0, 1}.
+
+    RGB(A) masks are reduced to the maximum over the colour channels (alpha ignored). Without ``threshold``
+    the values must be a subset of {0, 1} or of {0, 255}; with it, ``y > threshold``.
+
+    Raises:
+        ValueError: naming the file, for another channel count or other values.
+    """
+    name = name or _name(y)
+    if y.shape[0] not in (1, 2, 3, 4):
+        raise ValueError(f"mask {name} has {y.shape[0]} channels; expected 1, 3 (RGB) or 4 (RGBA).")
+    y = y[:1] if y.shape[0] <= 2 else y[:3].amax(0, keepdim=True)
+    if threshold is not None:
+        return (y > threshold).float()
+    values = torch.unique(torch.as_tensor(y)).tolist()
+    if not (set(values) <= {0, 1} or set(values) <= {0, 255}):
+        shown = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if len(values) > 8 else "")
+        raise ValueError(
+            f"mask {name} has values {{{shown}}}; expected {{0, 1}} or {{0, 255}}. For lossy (JPEG) masks set "
+            "mask_threshold (e.g. 127)."
+        )
+    return (y > 0).float()
+
+
 class PrepareImageLabeld(MapTransform):
     """Validate and normalise a loaded (channel-first) image and its mask.
 
@@ -85,21 +110,7 @@ class PrepareImageLabeld(MapTransform):
         self.mask_threshold = mask_threshold
 
     def _label(self, y: torch.Tensor) -> torch.Tensor:
-        y = _squeeze_2d(y, "mask")
-        if y.shape[0] not in (1, 2, 3, 4):
-            raise ValueError(f"mask {_name(y)} has {y.shape[0]} channels; expected 1, 3 (RGB) or 4 (RGBA).")
-        y = y[:1] if y.shape[0] <= 2 else y[:3].amax(0, keepdim=True)
-        if self.mask_threshold is not None:
-            return (y > self.mask_threshold).float()
-        values = torch.unique(torch.as_tensor(y))
-        allowed = values.tolist()
-        if not (set(allowed) <= {0, 1} or set(allowed) <= {0, 255}):
-            shown = ", ".join(f"{v:g}" for v in allowed[:8]) + (" ..." if len(allowed) > 8 else "")
-            raise ValueError(
-                f"mask {_name(y)} has values {{{shown}}}; expected {{0, 1}} or {{0, 255}}. For lossy (JPEG) "
-                "masks set mask_threshold (e.g. 127)."
-            )
-        return (y > 0).float()
+        return binarize_mask(_squeeze_2d(y, "mask"), self.mask_threshold)
 
     def __call__(self, data: dict[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
