@@ -62,13 +62,18 @@ def bundle_config(bundle: str, *names: str) -> str:
     return files[0] if len(files) == 1 else json.dumps(files)
 
 
+def _cli(value) -> str:
+    """A command-line value for ``python -m monai.bundle run`` (fire parses Python literals)."""
+    return value if isinstance(value, str) else repr(value) if isinstance(value, bool) else json.dumps(value)
+
+
 def run_bundle(bundle: str, configs: tuple[str, ...], cwd: Path = ROOT, timeout: int = 900, **overrides):
     """Run ``python -m monai.bundle run`` in a subprocess; returns the CompletedProcess (never raises)."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle_config(bundle, *configs)]
     cmd += ["--meta_file", str(BUNDLES / bundle / "configs" / "metadata.json")]
     cmd += ["--logging_file", str(BUNDLES / bundle / "configs" / "logging.conf")]
     for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        cmd += [f"--{key}", _cli(value)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -84,6 +89,6 @@ def tiny_overrides(out: Path, data: Path, datalist: Path, **extra) -> dict:
         "image_size": [32, 32],
         "batch_size": 2,
         "num_workers": 0,
-        "progress_bar": False,
+        "progress_bar": "false",  # as typed on a command line: fire passes the string, configs must cope
         **extra,
     }

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import BUNDLES, ROOT, SCHEMA, SCHEMA_MD5, bundle_config, run_bundle, tiny_overrides
+from .conftest import BUNDLES, ROOT, _cli, SCHEMA, SCHEMA_MD5, bundle_config, run_bundle, tiny_overrides
 from .dicom_utils import write_dicom
 
 BUNDLE = "cmunext_xxs"
@@ -183,11 +183,11 @@ def test_train_evaluate_infer_and_mlflow(tiny_dataset, tmp_path):
 def test_resume_after_killed_run(tiny_dataset, tmp_path):
     data, datalist = tiny_dataset
     out = tmp_path / "run"
-    base = tiny_overrides(out, data, datalist, batch_size=1, image_size=[64, 64], use_mlflow=False)
+    base = tiny_overrides(out, data, datalist, batch_size=1, image_size=[64, 64])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle_config(BUNDLE, "train.json"),
            "--logging_file", str(CONFIGS / "logging.conf"), "--epochs", "200"]  # fmt: skip
     for k, v in base.items():
-        cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        cmd += [f"--{k}", _cli(v)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / "models" / "checkpoint.pt"
     deadline = time.time() + 300
@@ -208,6 +208,17 @@ def test_resume_after_killed_run(tiny_dataset, tmp_path):
     assert final["optimizer"]["state"]  # Adam moments carried over
     assert final["trainer"]["best_model_epoch"] >= 1
 
+    # MLflow: the killed run stays behind; the resumed one is a new run that logged the remaining epochs
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'eval' / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("cmunext_xxs").experiment_id])
+    assert len(runs) == 2
+    resumed = max(runs, key=lambda r: r.info.start_time)
+    assert resumed.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_mean_iou")]
+    assert steps == [killed_at + 1, killed_at + 2]
+
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tiny_dataset, tmp_path):
@@ -217,7 +228,7 @@ def test_torchrun_two_cpu_processes(tiny_dataset, tmp_path):
            "-m", "monai.bundle", "run", "--config_file", bundle_config(BUNDLE, "train.json", "multi_gpu_train.json"),
            "--logging_file", str(CONFIGS / "logging.conf"), "--epochs", "2"]  # fmt: skip
     for k, v in tiny_overrides(out, data, datalist).items():
-        cmd += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        cmd += [f"--{k}", _cli(v)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     log = _ok(result)

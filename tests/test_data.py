@@ -267,3 +267,27 @@ def test_tiny_dataset_loads(tiny_dataset):
     data, datalist = tiny_dataset
     assert len(load_datalist(datalist, "training", data)) == 6
     assert make_tiny_dataset(data.parent / "again").read_text() == datalist.read_text()
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_check_and_split(tiny_dataset, tmp_path, capsys):
+    from lightseg.data.__main__ import main
+
+    data, datalist = tiny_dataset
+    assert main(["check", "--datalist", str(datalist), "--dataset_dir", str(data)]) == 0
+    assert main(["check", "--datalist", str(datalist), "--dataset_dir", str(tmp_path / "none")]) == 2
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"c{i}" for i in range(10)))
+    capsys.readouterr()
+    assert main(["split", "--ids", str(ids), "--ratios", "0.8", "0.2", "--seed", "1"]) == 0
+    parts = json.loads(capsys.readouterr().out)["parts"]
+    assert parts == split_ids([f"c{i}" for i in range(10)], (0.8, 0.2), 1)
+
+
+def test_cli_demo(tmp_path):
+    from lightseg.data.__main__ import main
+
+    listing = tmp_path / "demo.json"
+    write_json(make_demo_datalist(per_modality=2, ratios=(0.5, 0.5, 0.0), min_size=40, max_size=50), listing)
+    assert main(["demo", "--datalist", str(listing), "--out", str(tmp_path / "d")]) == 0
+    assert len(list((tmp_path / "d" / "images").glob("*.png"))) == 4

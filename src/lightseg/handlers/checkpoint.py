@@ -22,6 +22,8 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from lightseg.utils import as_bool
+
 __all__ = ["ModelSaver", "ResumableCheckpoint", "unwrap", "atomic_save"]
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class ModelSaver:
         self.mode = mode
         self.filename = filename
         self.final_filename = final_filename
-        self.save = save
+        self.save = as_bool(save)
         self._trainer: Engine | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -161,8 +163,8 @@ class ResumableCheckpoint:
     ) -> None:
         self.path = Path(save_dir) / filename
         self.save_dict = {k: v for k, v in save_dict.items() if v is not None}
-        self.resume = resume
-        self.save = save
+        self.resume = as_bool(resume)
+        self.save = as_bool(save)
 
     def attach(self, engine: Engine) -> None:
         self.save_dict.setdefault("trainer", engine)

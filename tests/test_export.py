@@ -1,0 +1,59 @@
+"""Exports of a bundle: TorchScript through MONAI's ckpt_export, and ONNX checked with ONNX Runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lightseg import create_network
+from lightseg.export import export_torchscript, load_bundle_network
+
+from .conftest import BUNDLES, ROOT
+
+
+@pytest.fixture
+def trained_like(tmp_path):
+    torch.manual_seed(1)
+    net = create_network("cmunext_xxs")
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "model.pt"
+    torch.save(net.state_dict(), path)
+    return net.eval(), path
+
+
+def test_load_bundle_network(trained_like, tmp_path):
+    net, ckpt = trained_like
+    loaded = load_bundle_network(BUNDLES / "cmunext_xxs", ckpt)
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), net(x))
+    torch.save({"model": net.state_dict()}, tmp_path / "wrapped.pt")
+    load_bundle_network(BUNDLES / "cmunext_xxs", tmp_path / "wrapped.pt")
+    with pytest.raises(FileNotFoundError, match="train the bundle first"):
+        load_bundle_network(BUNDLES / "cmunext_xxs", tmp_path / "absent.pt")
+
+
+def test_export_torchscript_matches_eager(trained_like, tmp_path):
+    _, ckpt = trained_like
+    diff = export_torchscript(BUNDLES / "cmunext_xxs", tmp_path / "model.ts", ckpt=ckpt)
+    assert diff < 1e-5
+
+
+@pytest.mark.slow
+def test_export_script_onnx(trained_like, tmp_path):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    _, ckpt = trained_like
+    result = subprocess.run(
+        [sys.executable, "scripts/export_bundle.py", str(BUNDLES / "cmunext_xxs"), "--ckpt", str(ckpt),
+         "--format", "all", "--out_dir", str(tmp_path), "--image_size", "64", "64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max |onnxruntime - eager|" in result.stderr and "max |scripted - eager|" in result.stderr
+    assert (tmp_path / "model.ts").is_file() and (tmp_path / "model.onnx").is_file()
