@@ -67,9 +67,12 @@ def _cli(value) -> str:
     return value if isinstance(value, str) else repr(value) if isinstance(value, bool) else json.dumps(value)
 
 
-def run_bundle(bundle: str, configs: tuple[str, ...], cwd: Path = ROOT, timeout: int = 900, **overrides):
-    """Run ``python -m monai.bundle run`` in a subprocess; returns the CompletedProcess (never raises)."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle_config(bundle, *configs)]
+def run_bundle(
+    bundle: str, configs: tuple[str, ...], cwd: Path = ROOT, timeout: int = 900, run_id: str | None = None, **overrides
+):
+    """Run ``python -m monai.bundle run [run_id]`` in a subprocess; returns the CompletedProcess (never raises)."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", *([run_id] if run_id else [])]
+    cmd += ["--config_file", bundle_config(bundle, *configs)]
     cmd += ["--meta_file", str(BUNDLES / bundle / "configs" / "metadata.json")]
     cmd += ["--logging_file", str(BUNDLES / bundle / "configs" / "logging.conf")]
     for key, value in overrides.items():
@@ -92,3 +95,16 @@ def tiny_overrides(out: Path, data: Path, datalist: Path, **extra) -> dict:
         "progress_bar": "false",  # as typed on a command line: fire passes the string, configs must cope
         **extra,
     }
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False, help="also run the tests marked slow (as CI does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or config.getoption("-m"):
+        return
+    skip = pytest.mark.skip(reason="slow integration test: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

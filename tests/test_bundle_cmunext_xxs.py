@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import BUNDLES, ROOT, _cli, SCHEMA, SCHEMA_MD5, bundle_config, run_bundle, tiny_overrides
+from .conftest import BUNDLES, ROOT, SCHEMA, SCHEMA_MD5, _cli, bundle_config, run_bundle, tiny_overrides
 from .dicom_utils import write_dicom
 
 BUNDLE = "cmunext_xxs"
@@ -54,7 +54,7 @@ def test_required_files_and_changelog():
         assert (BUNDLES / BUNDLE / rel).is_file(), rel
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert meta["version"] in meta["changelog"]
-    assert list(meta["changelog"])[0] == meta["version"]
+    assert next(iter(meta["changelog"])) == meta["version"]
     assert len(meta["network_data_format"]["inputs"]["image"]["spatial_shape"]) == 2
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}
 
@@ -136,7 +136,7 @@ def test_train_evaluate_infer_and_mlflow(tiny_dataset, tmp_path):
     data, datalist = tiny_dataset
     out = tmp_path / "run"
     base = tiny_overrides(out, data, datalist)
-    log = _ok(run_bundle(BUNDLE, ("train.json",), epochs=2, **base))
+    log = _ok(run_bundle(BUNDLE, ("train.json",), run_id="training", epochs=2, **base))
     assert "Epoch[2] Metrics" in log
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     assert "head.weight" in state and not any(k.startswith("module.") for k in state)
@@ -161,7 +161,7 @@ def test_train_evaluate_infer_and_mlflow(tiny_dataset, tmp_path):
     assert {"model.pt", "train.json", "metadata.json"} <= artifacts
 
     # evaluate: every metric, per image and pooled, with per-image CSVs and a summary
-    log = _ok(run_bundle(BUNDLE, ("train.json", "evaluate.json"), **base))
+    log = _ok(run_bundle(BUNDLE, ("train.json", "evaluate.json"), run_id="evaluating", **base))
     assert "mean_iou" in log
     summary = (out / "eval" / "metrics.csv").read_text()
     for name in ("iou", "dice", "precision", "recall", "specificity", "accuracy", "aac", "auc"):
@@ -191,7 +191,9 @@ def test_resume_after_killed_run(tiny_dataset, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / "models" / "checkpoint.pt"
     deadline = time.time() + 300
-    while time.time() < deadline and not (ckpt.is_file() and _epoch(torch.load(ckpt, weights_only=True)["trainer"]) >= 2):
+    while time.time() < deadline and not (
+        ckpt.is_file() and _epoch(torch.load(ckpt, weights_only=True)["trainer"]) >= 2
+    ):
         time.sleep(0.2)
     time.sleep(0.3)  # into the next epoch
     proc.send_signal(signal.SIGKILL)

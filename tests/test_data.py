@@ -73,7 +73,7 @@ def test_split_is_a_pure_function_of_sorted_ids_seed_and_ratios():
     b = split_ids(list(reversed(ids)), (0.7, 0.15, 0.15), seed=1)
     assert a == b
     assert [len(p) for p in a] == [14, 3, 3]
-    assert sorted(sum(a, [])) == sorted(ids)
+    assert sorted(i for part in a for i in part) == sorted(ids)
     assert split_ids(ids, (0.7, 0.15, 0.15), seed=2) != a
 
 

@@ -120,3 +120,16 @@ def test_macs_match_reference_counters():
 )
 def test_original_family_thop_calibration(name, thop):
     assert profile(create_network(name)).thop_macs == thop
+
+
+def test_model_table_script():
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "scripts/model_table.py", "--size", "64", "64"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| cmunext_xxs | 40,837 |" in out.stdout and out.stdout.count("\n") == 2 + len(list_networks())

@@ -5,8 +5,11 @@ import pytest
 from lightseg.utils import as_bool
 
 
-@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("false", False), ("False", False),
-                                             ("0", False), ("no", False), ("true", True), ("ON", True), (1, True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "value, expected",
+    [(True, True), (False, False), ("false", False), ("False", False), ("0", False), ("no", False),
+     ("true", True), ("ON", True), (1, True)],
+)  # fmt: skip
 def test_as_bool(value, expected):
     assert as_bool(value) is expected
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["load_bundle_network", "export_torchscript", "export_onnx", "max_abs_diff"]
+__all__ = ["export_onnx", "export_torchscript", "load_bundle_network", "max_abs_diff"]
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from lightseg.utils import as_bool
 
-__all__ = ["ModelSaver", "ResumableCheckpoint", "unwrap", "atomic_save"]
+__all__ = ["ModelSaver", "ResumableCheckpoint", "atomic_save", "unwrap"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,5 +192,7 @@ class ResumableCheckpoint:
                 target.load_state_dict(state[key])
         epoch = engine.state.epoch
         if epoch >= (max_epochs or 0):
-            logger.warning("checkpoint %s is already at epoch %d of %s: nothing left to train", self.path, epoch, max_epochs)
+            logger.warning(
+                "checkpoint %s is already at epoch %d of %s: nothing left to train", self.path, epoch, max_epochs
+            )
         logger.info("resumed from %s at epoch %d (iteration %d)", self.path, epoch, engine.state.iteration)

@@ -19,11 +19,11 @@ import torch
 
 __all__ = [
     "METRIC_NAMES",
-    "confusion_counts",
-    "scores_from_counts",
-    "roc_auc",
-    "probability_histograms",
     "auc_from_histograms",
+    "confusion_counts",
+    "probability_histograms",
+    "roc_auc",
+    "scores_from_counts",
 ]
 
 METRIC_NAMES = ("iou", "dice", "precision", "recall", "specificity", "accuracy", "aac", "auc")
@@ -85,7 +85,7 @@ def roc_auc(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         n_neg = labels.shape[1] - n_pos
         if n_pos == 0 or n_neg == 0:
             continue
-        uniq, inverse, counts = torch.unique(scores[i], return_inverse=True, return_counts=True)
+        _, inverse, counts = torch.unique(scores[i], return_inverse=True, return_counts=True)
         # mid-rank of each distinct value (1-based): ranks of tied values are averaged
         ends = torch.cumsum(counts, 0).double()
         mid = ends - (counts.double() - 1) / 2

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["register_network", "create_network", "list_networks", "network_defaults"]
+__all__ = ["create_network", "list_networks", "network_defaults", "register_network"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DEFAULTS: dict[str, dict] = {}

@@ -20,13 +20,13 @@ from lightseg.networks.layers import get_act as _act
 from lightseg.networks.layers import get_norm as _norm
 
 __all__ = [
+    "CMUNeXtBlock",
+    "CMUNeXtStage",
     "ConvActNorm",
     "ConvNormAct",
     "ResidualDepthwise",
-    "CMUNeXtBlock",
-    "CMUNeXtStage",
-    "UpConv",
     "SkipFusion",
+    "UpConv",
 ]
 
 

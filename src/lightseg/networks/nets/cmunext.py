@@ -86,7 +86,7 @@ class CMUNeXt(nn.Module):
         widths_in = (channels[0], *channels[:-1])
         self.encoder = nn.ModuleList(
             CMUNeXtStage(spatial_dims, c_in, c_out, d, k, num_mixers=num_mixers, act=act, conv_act=conv_act, norm=norm)
-            for c_in, c_out, d, k in zip(widths_in, channels, depths, kernel_sizes)
+            for c_in, c_out, d, k in zip(widths_in, channels, depths, kernel_sizes, strict=True)
         )
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         # Decoder levels, deepest first: up from channels[i] to channels[i-1], fuse with encoder output i-1.
@@ -115,6 +115,6 @@ class CMUNeXt(nn.Module):
                 x = self.pool(x)
             x = stage(x)
             skips.append(x)
-        for j, (up, fuse) in enumerate(zip(self.up, self.fuse)):
+        for j, (up, fuse) in enumerate(zip(self.up, self.fuse)):  # noqa: B905 (TorchScript has no zip(strict=))
             x = fuse(skips[len(skips) - 2 - j], up(x))
         return self.head(x)
