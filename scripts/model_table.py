@@ -20,7 +20,12 @@ from lightseg.profiling import profile
 def table(size: tuple[int, int], in_channels: int, out_channels: int) -> str:
     rows = ["| network | params | conv GMACs | thop GMACs |", "|---|---:|---:|---:|"]
     for name in list_networks():
-        c = profile(create_network(name, in_channels=in_channels, out_channels=out_channels), (1, in_channels, *size))
+        net = create_network(name, in_channels=in_channels, out_channels=out_channels)
+        if any(s % net.divisor for s in size):
+            params = sum(p.numel() for p in net.parameters())
+            rows.append(f"| {name} | {params:,} | needs multiples of {net.divisor} | |")
+            continue
+        c = profile(net, (1, in_channels, *size))
         rows.append(f"| {name} | {c.params:,} | {c.conv_macs / 1e9:.4f} | {c.thop_macs / 1e9:.4f} |")
     return "\n".join(rows)
 

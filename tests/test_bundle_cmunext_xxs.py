@@ -296,3 +296,54 @@ def test_inference_keeps_size_and_orientation_for_every_format(tmp_path):
         assert (mask ^ expected).sum() <= 2 * (10 + 20) + 4, stem
         ys, xs = np.nonzero(mask)
         assert 4 <= ys.min() <= 6 and 13 <= ys.max() <= 15 and 43 <= xs.min() <= 45 and 62 <= xs.max() <= 64, stem
+
+
+# ---------------------------------------------------------------- tracking to a real MLflow server
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tracking_to_an_mlflow_server(tiny_dataset, tmp_path):
+    import shutil
+    import urllib.request
+
+    data, datalist = tiny_dataset
+    port = _free_port()
+    mlflow_cli = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    server = subprocess.Popen(
+        [mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server_artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("mlflow server did not start") from None
+                time.sleep(0.5)
+        overrides = tiny_overrides(tmp_path / "run", data, datalist, tracking_uri=uri, run_name="server-run")
+        _ok(run_bundle(BUNDLE, ("train.json",), run_id="training", epochs=1, **overrides))
+        assert not (tmp_path / "run" / "eval" / "mlruns.db").exists()
+
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        run = client.search_runs([client.get_experiment_by_name("cmunext_xxs").experiment_id])[0]
+        assert run.info.run_name == "server-run" and run.info.status == "FINISHED"
+        assert client.get_metric_history(run.info.run_id, "val_mean_iou")
+        assert "model.pt" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -16,6 +16,7 @@ EXPECTED_PARAMS = {
     "cmunext": 3_149_185,
     "cmunext_s": 417_505,
     "cmunext_l": 8_286_721,
+    "lvunet": 934_545,
 }
 # BatchNorm running-stat elements measured on the reference XXS (bn_buffer_elems).
 EXPECTED_BN_BUFFERS = {"cmunext_xxs": 2_004}
@@ -41,12 +42,19 @@ def test_exact_parameter_count(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
-@pytest.mark.parametrize("hw", [(16, 16), (48, 80), (272, 208), (64, 32)])
-def test_output_shape_any_multiple_of_16(name, hw):
+@pytest.mark.parametrize("factors", [(1, 1), (3, 5), (2, 1)])
+def test_output_shape_any_multiple_of_the_divisor(name, factors):
     net = create_network(name).eval()
+    hw = tuple(f * net.divisor for f in factors)  # odd multiples included
     with torch.no_grad():
         out = net(torch.randn(2, 3, *hw))
     assert out.shape == (2, 1, *hw)
+
+
+@pytest.mark.parametrize("hw", [(272, 208), (48, 80)])
+def test_cmunext_odd_multiples_of_16(hw):
+    with torch.no_grad():
+        assert create_network("cmunext_xxs").eval()(torch.randn(1, 3, *hw)).shape == (1, 1, *hw)
 
 
 @pytest.mark.parametrize("hw", [(50, 64), (64, 40), (17, 17)])
@@ -65,7 +73,7 @@ def test_any_number_of_channels():
 def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)
     net = create_network(name).train()
-    out = net(torch.randn(2, 3, 32, 32))
+    out = net(torch.randn(2, 3, 2 * net.divisor, 2 * net.divisor))
     out.square().mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not missing
@@ -79,7 +87,7 @@ def test_torchscript_round_trip(name, tmp_path):
     path = tmp_path / "net.ts"
     torch.jit.save(scripted, str(path))
     loaded = torch.jit.load(str(path))
-    x = torch.randn(1, 3, 48, 64)
+    x = torch.randn(1, 3, net.divisor, 3 * net.divisor)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x))
 

@@ -1,8 +1,10 @@
 """Ignite handlers that write the bundle's weights and make training resumable.
 
-``ModelSaver`` writes ``models/model.pt`` as a plain ``state_dict`` (loadable with ``weights_only=True``): each
-time the validation key metric improves, and at the end of training when no validation ever ran. It also writes
-``model_final.pt`` at the end.
+``ModelSaver`` writes ``models/model.pt`` as a plain ``state_dict`` (loadable with ``weights_only=True``). With
+``select="best"`` (default) that is the model of the best validation key metric (or the final one when no
+validation ever ran), and ``model_final.pt`` is written at the end. With ``select="final"`` (LV-UNet with deep
+training, whose blocks fuse exactly only at the end) ``model.pt`` is the final model and the best one is kept as
+``model_best.pt``.
 
 ``ResumableCheckpoint`` writes ``checkpoint.pt`` (network, optimizer, LR scheduler, and the trainer state with
 the best metric so far) atomically at the end of every epoch, and on start loads it when present, so a killed run
@@ -57,8 +59,10 @@ class ModelSaver:
         evaluator: the validation evaluator whose metric is watched; None to save only at the end.
         metric_name: metric in ``evaluator.state.metrics``; defaults to the evaluator's key metric.
         mode: ``"max"`` or ``"min"``.
-        filename: best-model file name.
-        final_filename: end-of-training file name (None to skip).
+        filename: the file name of the selected model.
+        final_filename: the other file: the final model (``select="best"``) or the best one (``"final"``);
+            None to skip it.
+        select: which model is ``filename``: ``"best"`` or ``"final"``.
         save: write files (False on non-zero ranks of a distributed run, which still track the best metric).
     """
 
@@ -72,11 +76,17 @@ class ModelSaver:
         metric_name: str | None = None,
         mode: str = "max",
         filename: str = "model.pt",
-        final_filename: str | None = "model_final.pt",
+        final_filename: str | None = None,
+        select: str = "best",
         save: bool = True,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
+        if select not in ("best", "final"):
+            raise ValueError(f"select must be 'best' or 'final', got {select!r}.")
+        if final_filename is None:
+            final_filename = "model_final.pt" if select == "best" else "model_best.pt"
+        self.select = select
         self.network = network
         self.save_dir = Path(save_dir)
         self.evaluator = evaluator
@@ -129,10 +139,16 @@ class ModelSaver:
         if math.isfinite(value) and better:
             epoch = int(self._trainer.state.epoch)
             self._trainer.state.best_model_metric, self._trainer.state.best_model_epoch = value, epoch
-            path = self._save(self.filename)
-            logger.info("epoch %d: best %s %.4f, saved %s", epoch, name, value, path)
+            best_file = self.filename if self.select == "best" else self.final_filename
+            if best_file:
+                path = self._save(best_file)
+                logger.info("epoch %d: best %s %.4f, saved %s", epoch, name, value, path)
 
     def completed(self, engine: Engine) -> None:
+        if self.select == "final":
+            path = self._save(self.filename)
+            logger.info("saved the final model as %s", path)
+            return
         if self.final_filename:
             self._save(self.final_filename)
         if self.best_epoch < 0:

@@ -5,14 +5,26 @@ Registered variants (``list_networks()``):
 - ``cmunext_xxs``: CMUNeXt-XXS as measured on the authors' code (depths 3,1,1,1,2; 40,837 params for 3->1).
 - ``cmunext_xxs_table2``: CMUNeXt-XXS with the paper's Table II depths 3,1,1,2,3 (48,393 params).
 - ``cmunext``, ``cmunext_s``, ``cmunext_l``: the original CMUNeXt family (concatenation fusion, GELU).
+- ``lvunet``: LV-UNet in its training form (934,545 params for 3->1); ``reparameterize_model`` gives the
+  deployment form (513,585).
 """
 
 from __future__ import annotations
 
-from lightseg.networks.nets import CMUNeXt
+from lightseg.networks.blocks.vanilla import reparameterize_model, set_deep_training_slope
+from lightseg.networks.nets import CMUNeXt, LVUNet
 from lightseg.networks.registry import create_network, list_networks, network_defaults, register_network
 
-__all__ = ["CMUNeXt", "create_network", "list_networks", "network_defaults", "register_network"]
+__all__ = [
+    "CMUNeXt",
+    "LVUNet",
+    "create_network",
+    "list_networks",
+    "network_defaults",
+    "register_network",
+    "reparameterize_model",
+    "set_deep_training_slope",
+]
 
 # The original CMUNeXt family: GELU inside blocks and fusion, ReLU in the plain convolutions, one residual
 # depthwise convolution per block, bilinear upsampling: the published thop MACs (7.4177 G, 1.0901 G, 17.1832 G)
@@ -40,3 +52,4 @@ register_network(
     "cmunext_xxs_table2", CMUNeXt, channels=(8, 10, 12, 16, 24), depths=(3, 1, 1, 2, 3),
     kernel_sizes=(3, 3, 7, 7, 9), **_XXS,
 )  # fmt: skip
+register_network("lvunet", LVUNet, dims=(80, 160, 240, 480), decoder_dims=(80, 40, 24, 16), act_num=1)

@@ -11,13 +11,22 @@ from lightseg.networks.blocks.cmunext import (
     SkipFusion,
     UpConv,
 )
+from lightseg.networks.blocks.mobilenetv3 import ConvBNAct, InvertedResidual, MobileNetV3Large, SqueezeExcitation
+from lightseg.networks.blocks.vanilla import FusibleBlock, SeriesActivation, fuse_conv_bn
 
 __all__ = [
     "CMUNeXtBlock",
     "CMUNeXtStage",
     "ConvActNorm",
+    "ConvBNAct",
     "ConvNormAct",
+    "FusibleBlock",
+    "InvertedResidual",
+    "MobileNetV3Large",
     "ResidualDepthwise",
+    "SeriesActivation",
     "SkipFusion",
+    "SqueezeExcitation",
     "UpConv",
+    "fuse_conv_bn",
 ]

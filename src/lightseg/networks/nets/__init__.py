@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from lightseg.networks.nets.cmunext import CMUNeXt
+from lightseg.networks.nets.lvunet import LVUNet
 
-__all__ = ["CMUNeXt"]
+__all__ = ["CMUNeXt", "LVUNet"]

@@ -1,0 +1,70 @@
+"""Deep training (VanillaNet, LV-UNet eq. 3): the LeakyReLU between the two 1x1 convolutions of every fusible
+block fades from ReLU to the identity over the deep-training epochs, so the blocks can be fused exactly.
+
+Cosine schedule (LV-UNet): ``a(e) = 1 - cos(pi/2 * (e - 1) / (E - 1))`` for the 1-based epoch ``e`` being trained,
+``E`` deep-training epochs: the first epoch trains with a ReLU (``a = 0``), epoch ``E`` and later with the
+identity (``a = 1``, exactly). The authors' code evaluates ``1 - cos(pi e / 2E)`` at the 0-based epoch and so
+ends at ``a = 0.99476`` after 300 epochs: its "fused" model is not exactly the trained one. Linear schedule
+(VanillaNet): ``a(e) = (e - 1) / (E - 1)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from ignite.engine import Engine, Events
+from torch import nn
+
+from lightseg.handlers.checkpoint import unwrap
+from lightseg.networks.blocks.vanilla import set_deep_training_slope
+
+__all__ = ["DeepTrainingSchedule", "deep_training_slope"]
+
+logger = logging.getLogger(__name__)
+
+
+def deep_training_slope(epoch: int, total: int, schedule: str = "cosine") -> float:
+    """Slope ``a`` for 1-based ``epoch`` of ``total`` deep-training epochs (1.0 from ``total`` on)."""
+    if epoch < 1 or total < 1:
+        raise ValueError(f"epoch and total must be >= 1, got {epoch}, {total}.")
+    if epoch >= total:
+        return 1.0
+    t = (epoch - 1) / (total - 1)
+    if schedule == "cosine":
+        return 1.0 - math.cos(math.pi / 2 * t)
+    if schedule == "linear":
+        return t
+    raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}.")
+
+
+class DeepTrainingSchedule:
+    """Set the deep-training slope of every fusible block at the start of each epoch.
+
+    Args:
+        network: the trained network (DDP wrappers are removed); blocks are found through their
+            ``set_deep_training_slope`` method.
+        epochs: deep-training epochs E (default: the trainer's ``max_epochs``).
+        schedule: ``"cosine"`` (LV-UNet) or ``"linear"`` (VanillaNet).
+
+    The value is stored in ``engine.state.deep_training_slope`` (log it with a tracking handler's
+    ``state_attributes``). On resume the slope is recomputed from the epoch, so it is never stale.
+    """
+
+    def __init__(self, network: nn.Module, epochs: int | None = None, schedule: str = "cosine") -> None:
+        deep_training_slope(1, 1, schedule)  # validates the name
+        self.network = network
+        self.epochs = epochs
+        self.schedule = schedule
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        total = int(self.epochs or engine.state.max_epochs)
+        slope = deep_training_slope(int(engine.state.epoch), total, self.schedule)
+        count = set_deep_training_slope(unwrap(self.network), slope)
+        if count == 0:
+            raise ValueError(f"{type(unwrap(self.network)).__name__} has no fusible blocks for deep training.")
+        engine.state.deep_training_slope = slope
+        logger.debug("epoch %d: deep-training slope %.6f on %d blocks", engine.state.epoch, slope, count)

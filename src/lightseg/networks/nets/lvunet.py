@@ -1,0 +1,99 @@
+"""LV-UNet: a MobileNetV3-Large encoder (ImageNet weights) with fusible VanillaNet-style blocks.
+
+J. Jiang, L. Cheng, M. Wang, H. Tian and Y. Liu, "LV-UNet: A Lightweight and Vanilla Model for Medical Image
+Segmentation", arXiv:2408.16886.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lightseg.networks.blocks.mobilenetv3 import LARGE_SPECS, ConvBNAct, InvertedResidual
+from lightseg.networks.blocks.vanilla import FusibleBlock
+
+__all__ = ["LVUNet"]
+
+# MobileNetV3-Large features[1..9] split into the paper's groups I-III (r1-r2, r3-r5, r6-r9).
+_GROUPS = ((0, 2), (2, 5), (5, 9))
+
+
+class LVUNet(nn.Module):
+    """LV-UNet in its training form; :func:`lightseg.networks.reparameterize_model` gives the deployment form.
+
+    Encoder: MobileNetV3-Large ``features[0]`` (16 ch, H/2), ``features[1..2]`` (24 ch, H/4), ``features[3..5]``
+    (40 ch, H/8), ``features[6..9]`` (80 ch, H/16), under torchvision's key names ``features.{0..9}`` so that
+    :func:`lightseg.networks.pretrained.load_mobilenet_v3_encoder` loads ImageNet weights into it; then fusible
+    encoder blocks 80 -> 160 -> 240 -> 480 (down to H/128). Decoder: fusible blocks 480 -> 240 -> 160 -> 80
+    adding the encoder outputs of the same size, 80 -> 40 (+ ``features[5]``), 40 -> 24 (+ ``features[2]``),
+    24 -> 16, a final 16 -> 16 block to full size and a 1x1 head. All skips are additions.
+
+    Input ``(B, in_channels, H, W)`` with H, W divisible by 128; output ``(B, out_channels, H, W)`` logits.
+
+    Args:
+        spatial_dims: must be 2.
+        in_channels: input channels (3 for the ImageNet stem; other counts adapt the stem when loading weights).
+        out_channels: output channels.
+        dims: widths of the fusible encoder path, starting at the MobileNet output width 80.
+        decoder_dims: widths of the second decoder part, from 80 down to 16.
+        act_num: n of the series-informed activation (kernel 2n+1).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        *,
+        dims: Sequence[int] = (80, 160, 240, 480),
+        decoder_dims: Sequence[int] = (80, 40, 24, 16),
+        act_num: int = 1,
+    ) -> None:
+        super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(f"LV-UNet is a 2D network, got spatial_dims={spatial_dims}.")
+        if dims[0] != 80 or decoder_dims[0] != dims[0] or tuple(decoder_dims[1:3]) != (40, 24):
+            raise ValueError(
+                "dims must start at 80 (MobileNetV3 features[9]) and decoder_dims must be (80, 40, 24, ...) to add "
+                f"the encoder skips; got dims={tuple(dims)}, decoder_dims={tuple(decoder_dims)}."
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.divisor = 16 * 2 ** (len(dims) - 1)
+        self.features = nn.Sequential(
+            ConvBNAct(in_channels, 16, 3, stride=2, act="HS"), *[InvertedResidual(spec) for spec in LARGE_SPECS[:9]]
+        )
+        self.down = nn.ModuleList(FusibleBlock(dims[i], dims[i + 1], "down", act_num) for i in range(len(dims) - 1))
+        self.up = nn.ModuleList(FusibleBlock(dims[i], dims[i - 1], "up", act_num) for i in range(len(dims) - 1, 0, -1))
+        self.up2 = nn.ModuleList(
+            FusibleBlock(decoder_dims[i], decoder_dims[i + 1], "up", act_num) for i in range(len(decoder_dims) - 1)
+        )
+        self.final = FusibleBlock(decoder_dims[-1], decoder_dims[-1], "up", act_num)
+        self.head = nn.Conv2d(decoder_dims[-1], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        if x.dim() != 4 or h % self.divisor != 0 or w % self.divisor != 0:
+            raise ValueError(
+                f"LV-UNet expects input (B, C, H, W) with H and W divisible by {self.divisor}, got shape "
+                f"{list(x.shape)}; resize or pad to ({(h + self.divisor - 1) // self.divisor * self.divisor}, "
+                f"{(w + self.divisor - 1) // self.divisor * self.divisor})."
+            )
+        skips: list[torch.Tensor] = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i == 2 or i == 5:  # ends of groups I and II: 24 ch at H/4, 40 ch at H/8
+                skips.append(x)
+        encoder: list[torch.Tensor] = []
+        for block in self.down:
+            encoder.append(x)
+            x = block(x)
+        for j, block in enumerate(self.up):
+            x = block(x) + encoder[len(encoder) - 1 - j]
+        for j, block in enumerate(self.up2):
+            x = block(x)
+            if j < len(skips):
+                x = x + skips[len(skips) - 1 - j]
+        return self.head(self.final(x))
