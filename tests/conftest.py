@@ -68,7 +68,13 @@ def _cli(value) -> str:
 
 
 def run_bundle(
-    bundle: str, configs: tuple[str, ...], cwd: Path = ROOT, timeout: int = 900, run_id: str | None = None, **overrides
+    bundle: str,
+    configs: tuple[str, ...],
+    cwd: Path = ROOT,
+    timeout: int = 900,
+    run_id: str | None = None,
+    env: dict | None = None,
+    **overrides,
 ):
     """Run ``python -m monai.bundle run [run_id]`` in a subprocess; returns the CompletedProcess (never raises)."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", *([run_id] if run_id else [])]
@@ -77,14 +83,14 @@ def run_bundle(
     cmd += ["--logging_file", str(BUNDLES / bundle / "configs" / "logging.conf")]
     for key, value in overrides.items():
         cmd += [f"--{key}", _cli(value)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def tiny_overrides(out: Path, data: Path, datalist: Path, **extra) -> dict:
+def tiny_overrides(out: Path, data: Path, datalist: Path, bundle: str = "cmunext_xxs", **extra) -> dict:
     """Overrides that make a bundle train in seconds on the tiny dataset, writing under ``out``."""
     return {
-        "bundle_root": str(BUNDLES / "cmunext_xxs"),
+        "bundle_root": str(BUNDLES / bundle),
         "ckpt_dir": str(out / "models"),
         "output_dir": str(out / "eval"),
         "dataset_dir": str(data),

@@ -151,13 +151,27 @@ def test_schedule_handler_sets_every_block():
     seen = []
 
     def step(engine, batch):
-        seen.append({b.slope for b in net.modules() if isinstance(b, FusibleBlock)})
+        seen.append({float(b.slope) for b in net.modules() if isinstance(b, FusibleBlock)})
 
     engine = Engine(step)
     DeepTrainingSchedule(net).attach(engine)
     engine.run([0], max_epochs=5)
-    assert [s.pop() for s in seen] == [deep_training_slope(e, 5) for e in range(1, 6)]
+    assert [s.pop() for s in seen] == pytest.approx([deep_training_slope(e, 5) for e in range(1, 6)])
     assert engine.state.deep_training_slope == 1.0
+
+
+def test_slope_is_saved_with_the_weights():
+    """A trained model reloaded into a fresh network computes the same function (and can be fused)."""
+    torch.manual_seed(4)
+    trained = create_network("lvunet")
+    set_deep_training_slope(trained, 1.0)
+    fresh = create_network("lvunet")
+    fresh.load_state_dict(trained.state_dict())
+    assert all(float(b.slope) == 1.0 for b in fresh.modules() if isinstance(b, FusibleBlock))
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x), trained.eval()(x))
+    reparameterize_model(fresh)  # no "slope is not 1" error
 
 
 # ---------------------------------------------------------------- pretrained weights

@@ -1,7 +1,12 @@
-"""Exporting a bundle's network: TorchScript (MONAI's ``ckpt_export``, configs embedded) and ONNX.
+"""Exporting a bundle's network: TorchScript (configs embedded, as MONAI's ``ckpt_export`` does) and ONNX.
 
-Every export is checked against the eager PyTorch model on random inputs of two sizes before it is reported
-as done, and the maximum absolute difference is logged.
+Networks with fusible blocks (LV-UNet) are exported in their deployment form: the training-form checkpoint is
+loaded, :func:`lightseg.networks.reparameterize_model` fuses it, and the fused network is scripted and saved with
+``metadata.json`` and the inference config embedded exactly as ``ckpt_export`` embeds them. Other networks go
+through ``monai.bundle.ckpt_export`` itself.
+
+Every export is checked against the eager PyTorch (training-form) model on random inputs of two sizes before it
+is reported as done, and the maximum absolute difference is logged.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from lightseg.networks import reparameterize_model
 
 __all__ = ["export_onnx", "export_torchscript", "load_bundle_network", "max_abs_diff"]
 
@@ -47,6 +54,19 @@ def load_bundle_network(
     return net.eval()
 
 
+def is_fusible(net: nn.Module) -> bool:
+    """Whether ``net`` has modules with a deployment form (``reparameterize``)."""
+    return any(m is not net and hasattr(m, "reparameterize") for m in net.modules())
+
+
+def check_shapes_for(net: nn.Module) -> list[tuple[int, ...]]:
+    """Two input shapes the network accepts: square 256 (or its divisor) and a non-square batch of 2."""
+    divisor = int(getattr(net, "divisor", 16))
+    channels = int(getattr(net, "in_channels", 3))
+    side = max(256, divisor)
+    return [(1, channels, side, side), (2, channels, divisor, 3 * divisor)]
+
+
 def max_abs_diff(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: int = 0) -> float:
     """Largest |reference(x) - run(x)| over random inputs of ``shapes``."""
     gen = torch.Generator().manual_seed(seed)
@@ -63,29 +83,49 @@ def export_torchscript(
     out: str | os.PathLike,
     ckpt: str | os.PathLike | None = None,
     config: str = "inference.json",
-    check_shapes: Sequence[Sequence[int]] = ((1, 3, 256, 256), (2, 3, 96, 160)),
+    deploy: bool | None = None,
+    check_shapes: Sequence[Sequence[int]] | None = None,
     atol: float = 1e-5,
 ) -> float:
-    """``monai.bundle ckpt_export`` (scripted, with metadata.json and the config embedded), then a check.
+    """Write a TorchScript file with ``metadata.json`` and the config embedded, then check it.
 
-    Returns the max abs difference to the eager model; raises ``AssertionError`` above ``atol``.
+    ``deploy`` (default: whenever the network has fusible blocks) exports the re-parameterized network.
+    Returns the max abs difference to the eager training-form model; raises ``AssertionError`` above ``atol``.
     """
+    import json
+
     from monai.bundle import ckpt_export
+    from monai.data import save_net_with_metadata
 
     bundle = Path(bundle_dir)
     ckpt = Path(ckpt) if ckpt is not None else bundle / "models" / "model.pt"
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    ckpt_export(
-        net_id="network_def",
-        filepath=str(out),
-        ckpt_file=str(ckpt),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        config_file=str(bundle / "configs" / config),
-        bundle_root=str(bundle),
-    )
     eager = load_bundle_network(bundle, ckpt, config)
+    deploy = is_fusible(eager) if deploy is None else deploy
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    meta_file = bundle / "configs" / "metadata.json"
+    config_file = bundle / "configs" / config
+    if deploy:
+        fused = reparameterize_model(eager)
+        meta = json.loads(meta_file.read_text())
+        extra = {config_file.name: json.dumps(json.loads(config_file.read_text())).encode()}
+        save_net_with_metadata(
+            torch.jit.script(fused), str(out), include_config_vals=False, meta_values=meta, more_extra_files=extra
+        )
+        logger.info(
+            "deployment form: %s -> %s parameters",
+            *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
+        )
+    else:
+        ckpt_export(
+            net_id="network_def",
+            filepath=str(out),
+            ckpt_file=str(ckpt),
+            meta_file=str(meta_file),
+            config_file=str(config_file),
+            bundle_root=str(bundle),
+        )
     scripted = torch.jit.load(str(out))
-    diff = max_abs_diff(eager, scripted, check_shapes)
+    diff = max_abs_diff(eager, scripted, check_shapes or check_shapes_for(eager))
     logger.info("TorchScript %s: max |scripted - eager| = %.3g", out, diff)
     if diff > atol:
         raise AssertionError(f"TorchScript export {out} differs from the eager model by {diff:.3g} > {atol}.")
@@ -96,8 +136,9 @@ def export_onnx(
     net: nn.Module,
     out: str | os.PathLike,
     example_shape: Sequence[int] = (1, 3, 256, 256),
-    check_shapes: Sequence[Sequence[int]] = ((1, 3, 256, 256), (2, 3, 96, 160)),
+    check_shapes: Sequence[Sequence[int]] | None = None,
     atol: float = 1e-4,
+    deploy: bool | None = None,
 ) -> float:
     """Export to ONNX with dynamic batch, height and width (input ``image``, output ``pred``), then check the
     result with ONNX Runtime when it is installed. Returns the max abs difference (NaN when not checked).
@@ -107,10 +148,13 @@ def export_onnx(
     except ImportError as e:
         raise ImportError("ONNX export needs `pip install onnx onnxscript` (extra: lightseg[onnx]).") from e
     net = net.eval()
+    deploy = is_fusible(net) if deploy is None else deploy
+    exported = reparameterize_model(net) if deploy else net
+    check_shapes = check_shapes or check_shapes_for(net)
     dim = torch.export.Dim
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        net,
+        exported,
         (torch.zeros(*example_shape),),
         str(out),
         input_names=["image"],

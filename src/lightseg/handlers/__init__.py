@@ -3,5 +3,15 @@
 from __future__ import annotations
 
 from lightseg.handlers.checkpoint import ModelSaver, ResumableCheckpoint, atomic_save, unwrap
+from lightseg.handlers.deep_training import DeepTrainingSchedule, deep_training_slope
+from lightseg.handlers.reparameterize import Reparameterize
 
-__all__ = ["ModelSaver", "ResumableCheckpoint", "atomic_save", "unwrap"]
+__all__ = [
+    "DeepTrainingSchedule",
+    "ModelSaver",
+    "Reparameterize",
+    "ResumableCheckpoint",
+    "atomic_save",
+    "deep_training_slope",
+    "unwrap",
+]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_weights(source: str | os.PathLike, download: bool = True, check_hash: bool = True) -> Path:
+def resolve_weights(
+    source: str | os.PathLike, download: bool = True, check_hash: bool = True, timeout: float = 60.0
+) -> Path:
     """Local path of a weights file: ``source`` is a known name (cache, then download) or a file path.
+
+    ``timeout`` bounds each network operation of the download, so a machine whose firewall drops packets fails
+    instead of hanging.
 
     Raises:
         PretrainedWeightsError: unknown name, missing file, failed download (offline), or hash mismatch.
@@ -92,6 +98,8 @@ def resolve_weights(source: str | os.PathLike, download: bool = True, check_hash
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
             logger.info("downloading %s to %s", spec.url, path)
+            previous = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(timeout)
             try:
                 torch.hub.download_url_to_file(spec.url, str(path), hash_prefix=spec.sha256_prefix, progress=True)
             except Exception as e:
@@ -99,6 +107,8 @@ def resolve_weights(source: str | os.PathLike, download: bool = True, check_hash
                     f"could not download {text} weights from {spec.url} ({type(e).__name__}: {e}). Offline? Put the "
                     f"file at {path} or pass its path."
                 ) from e
+            finally:
+                socket.setdefaulttimeout(previous)
         prefix = spec.sha256_prefix
     else:
         path = Path(text)

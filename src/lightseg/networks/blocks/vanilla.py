@@ -107,19 +107,22 @@ class FusibleBlock(nn.Module):
         )
         self.resample = resample if resample is not None else "none"
         self.act = SeriesActivation(out_channels, act_num)
-        self.slope = 0.0  # LeakyReLU negative slope a: 0 = ReLU (start of deep training), 1 = identity
+        # LeakyReLU negative slope a: 0 = ReLU (start of deep training), 1 = identity (end). A buffer, so that
+        # it is saved with the weights: a trained model reloaded elsewhere computes the same function.
+        self.register_buffer("slope", torch.zeros(()))
         self.deployed = False
 
     def set_deep_training_slope(self, slope: float) -> None:
         if not 0.0 <= slope <= 1.0:
             raise ValueError(f"the deep-training slope must be in [0, 1], got {slope}.")
-        self.slope = float(slope)
+        self.slope.fill_(float(slope))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deployed:
             x = self.conv1(x)
         else:
-            x = self.conv2(F.leaky_relu(self.conv1(x), self.slope))
+            x = self.conv1(x)
+            x = self.conv2(torch.maximum(x, x * self.slope))  # LeakyReLU(a) = max(x, a x) for 0 <= a <= 1 (eq. 2)
         if self.resample == "down":
             x = F.max_pool2d(x, 2)
         elif self.resample == "up":
@@ -135,13 +138,14 @@ class FusibleBlock(nn.Module):
         """
         if self.deployed:
             return
-        if self.slope != 1.0:
+        slope = float(self.slope)
+        if slope != 1.0:
             if not allow_inexact:
                 raise ValueError(
-                    f"cannot fuse a block whose LeakyReLU slope is {self.slope} (not 1): the deployment model would "
+                    f"cannot fuse a block whose LeakyReLU slope is {slope:g} (not 1): the deployment model would "
                     "differ from the trained one. Finish deep training first, or pass allow_inexact=True."
                 )
-            logger.warning("fusing a block with LeakyReLU slope %s != 1: the result is approximate", self.slope)
+            logger.warning("fusing a block with LeakyReLU slope %g != 1: the result is approximate", slope)
         conv1, bn1 = self.conv1[0], self.conv1[1]
         conv2, bn2 = self.conv2[0], self.conv2[1]
         w1, b1 = fuse_conv_bn(conv1.weight, conv1.bias, bn1)
@@ -152,6 +156,8 @@ class FusibleBlock(nn.Module):
         fused.bias.copy_((m2 @ b1.double() + b2.double()).to(w1.dtype))
         self.conv1 = fused
         self.conv2 = nn.Identity()
+        del self.slope  # the deployment form has no nonlinearity left to parameterize
+        self.register_buffer("slope", torch.ones(()), persistent=False)
         self.act.reparameterize()
         self.deployed = True
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lightseg.networks.blocks.cmunext import CMUNeXtStage, ConvNormAct, SkipFusion, UpConv
+from lightseg.networks.layers import check_input_size
 
 __all__ = ["CMUNeXt"]
 
@@ -101,13 +102,7 @@ class CMUNeXt(nn.Module):
         self.head = nn.Conv2d(channels[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        if x.dim() != 4 or h % self.divisor != 0 or w % self.divisor != 0:
-            raise ValueError(
-                f"CMUNeXt expects input (B, C, H, W) with H and W divisible by {self.divisor}, got shape "
-                f"{list(x.shape)}; resize or pad to ({(h + self.divisor - 1) // self.divisor * self.divisor}, "
-                f"{(w + self.divisor - 1) // self.divisor * self.divisor})."
-            )
+        check_input_size(x, self.divisor, "CMUNeXt")
         x = self.stem(x)
         skips: list[torch.Tensor] = []
         for i, stage in enumerate(self.encoder):

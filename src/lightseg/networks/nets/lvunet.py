@@ -13,6 +13,7 @@ from torch import nn
 
 from lightseg.networks.blocks.mobilenetv3 import LARGE_SPECS, ConvBNAct, InvertedResidual
 from lightseg.networks.blocks.vanilla import FusibleBlock
+from lightseg.networks.layers import check_input_size
 
 __all__ = ["LVUNet"]
 
@@ -74,13 +75,7 @@ class LVUNet(nn.Module):
         self.head = nn.Conv2d(decoder_dims[-1], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        if x.dim() != 4 or h % self.divisor != 0 or w % self.divisor != 0:
-            raise ValueError(
-                f"LV-UNet expects input (B, C, H, W) with H and W divisible by {self.divisor}, got shape "
-                f"{list(x.shape)}; resize or pad to ({(h + self.divisor - 1) // self.divisor * self.divisor}, "
-                f"{(w + self.divisor - 1) // self.divisor * self.divisor})."
-            )
+        check_input_size(x, self.divisor, "LV-UNet")
         skips: list[torch.Tensor] = []
         for i, layer in enumerate(self.features):
             x = layer(x)
