@@ -15,7 +15,7 @@ from PIL import Image
 
 from .conftest import BUNDLES
 
-CONFIGS = BUNDLES / "cmunext_xxs" / "configs"
+BUNDLE_NAMES = ("cmunext_xxs", "lvunet")
 EXPECTED_POST = ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged", "SqueezeDimd", "CastToTyped"]
 
 
@@ -23,10 +23,19 @@ def _targets(items: list[dict]) -> list[str]:
     return [t["_target_"] for t in items]
 
 
-def test_only_monai_builtin_transforms_in_pre_and_post():
+@pytest.fixture(params=BUNDLE_NAMES)
+def bundle(request) -> str:
+    return request.param
+
+
+def _configs(bundle: str):
+    return BUNDLES / bundle / "configs"
+
+
+def test_only_monai_builtin_transforms_in_pre_and_post(bundle):
     import monai.transforms
 
-    config = json.loads((CONFIGS / "inference.json").read_text())
+    config = json.loads((_configs(bundle) / "inference.json").read_text())
     for section in ("preprocessing", "postprocessing"):
         for target in _targets(config[section]["transforms"]):
             assert "." not in target and hasattr(monai.transforms, target), target
@@ -34,15 +43,15 @@ def test_only_monai_builtin_transforms_in_pre_and_post():
     assert "lightseg" not in text
 
 
-def test_postprocessing_chain_is_the_label_and_deploy_one():
-    config = json.loads((CONFIGS / "inference.json").read_text())
+def test_postprocessing_chain_is_the_label_and_deploy_one(bundle):
+    config = json.loads((_configs(bundle) / "inference.json").read_text())
     post = config["postprocessing"]["transforms"]
     assert _targets(post) == EXPECTED_POST
     assert post[0]["sigmoid"] is True
     assert post[1]["keys"] == "pred" and post[1]["orig_keys"] == "image"
     assert post[2]["threshold"] == 0.5
     assert post[4]["dim"] == 0
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    meta = json.loads((_configs(bundle) / "metadata.json").read_text())
     assert set(meta["network_data_format"]["inputs"]) == {"image"}
     assert set(meta["network_data_format"]["outputs"]) == {"pred"}
 
@@ -57,10 +66,10 @@ def _bright_block_image(tmp_path, h=45, w=70):
     return path, expected
 
 
-def _parser(**overrides) -> ConfigParser:
+def _parser(bundle: str, **overrides) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
-    parser["bundle_root"] = str(BUNDLES / "cmunext_xxs")
+    parser.read_config(str(_configs(bundle) / "inference.json"))
+    parser["bundle_root"] = str(BUNDLES / bundle)
     parser["device"] = "cpu"  # MONAI Label passes the device as a string
     parser["image_size"] = [64, 64]
     for k, v in overrides.items():
@@ -77,10 +86,10 @@ def _marker_net() -> torch.nn.Module:
     return net.eval()
 
 
-def test_monai_label_style_inference(tmp_path):
+def test_monai_label_style_inference(tmp_path, bundle):
     """MONAI Label: LoadImaged(image_only=False), SaveImaged stripped; the last transform yields (W, H) uint8."""
     path, expected = _bright_block_image(tmp_path)
-    parser = _parser()
+    parser = _parser(bundle)
     pre = parser.get_parsed_content("preprocessing")
     for t in pre.transforms:
         if type(t).__name__ == "LoadImaged":
@@ -95,7 +104,7 @@ def test_monai_label_style_inference(tmp_path):
     np.testing.assert_array_equal(mask.T > 0, expected)
 
 
-def test_monai_deploy_style_inference_from_exported_torchscript(tmp_path):
+def test_monai_deploy_style_inference_from_exported_torchscript(tmp_path, bundle):
     """MONAI Deploy: model.ts from ckpt_export carries extra/inference.json; Load/Save transforms are dropped."""
     from monai.bundle import ckpt_export
 
@@ -105,8 +114,8 @@ def test_monai_deploy_style_inference_from_exported_torchscript(tmp_path):
     net_def = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1}
     ckpt_export(
         net_id="network_def", filepath=str(ts), ckpt_file=str(tmp_path / "model.pt"),
-        meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
-        bundle_root=str(BUNDLES / "cmunext_xxs"), network_def=net_def,
+        meta_file=str(_configs(bundle) / "metadata.json"), config_file=str(_configs(bundle) / "inference.json"),
+        bundle_root=str(BUNDLES / bundle), network_def=net_def,
     )  # fmt: skip
     extra = {"inference.json": "", "metadata.json": ""}
     model = torch.jit.load(str(ts), _extra_files=extra)
@@ -125,10 +134,12 @@ def test_monai_deploy_style_inference_from_exported_torchscript(tmp_path):
     np.testing.assert_array_equal(mask.T > 0, expected)  # the app transposes MONAI's (W, H) back
 
 
-@pytest.mark.parametrize("size", [[256, 256], [128, 192]])
-def test_inference_sizes_are_network_compatible(size):
-    """The configured size must be accepted by the network (multiples of 16)."""
-    parser = _parser(image_size=size)
+def test_default_inference_size_is_network_compatible(bundle):
+    """The configured size must be accepted by the network (its divisor)."""
+    parser = ConfigParser()
+    parser.read_config(str(_configs(bundle) / "inference.json"))
+    parser["bundle_root"] = str(BUNDLES / bundle)
+    size = parser.get_parsed_content("image_size")
     net = parser.get_parsed_content("network_def").eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 3, *size)).shape == (1, 1, *size)

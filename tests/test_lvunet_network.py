@@ -225,9 +225,11 @@ def test_offline_fallback_and_strict(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     net = create_network("lvunet")
     before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert net.features[1].block[0][1].momentum == 0.01  # torchvision's, for ImageNet statistics
     status = init_pretrained(net, "IMAGENET1K_V1")
     assert status.startswith("random-init") and "PRETRAINED WEIGHTS NOT LOADED" in caplog.text
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert net.features[1].block[0][1].momentum == 0.1  # no statistics to keep: PyTorch's default
     with pytest.raises(PretrainedWeightsError, match="could not download IMAGENET1K_V1"):
         init_pretrained(net, "IMAGENET1K_V1", strict="true")
     assert init_pretrained(net, None) == "none"

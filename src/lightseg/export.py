@@ -69,13 +69,32 @@ def check_shapes_for(net: nn.Module) -> list[tuple[int, ...]]:
 
 def max_abs_diff(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: int = 0) -> float:
     """Largest |reference(x) - run(x)| over random inputs of ``shapes``."""
+    return compare(reference, run, shapes, seed)[0]
+
+
+def compare(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: int = 0) -> tuple[float, float]:
+    """(largest |reference(x) - run(x)|, largest |reference(x)|) over random inputs of ``shapes``."""
     gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
+    worst, scale = 0.0, 0.0
     with torch.no_grad():
         for shape in shapes:
             x = torch.randn(*shape, generator=gen)
-            worst = max(worst, float((reference(x) - torch.as_tensor(run(x))).abs().max()))
-    return worst
+            ref = reference(x)
+            worst = max(worst, float((ref - torch.as_tensor(run(x))).abs().max()))
+            scale = max(scale, float(ref.abs().max()))
+    return worst, scale
+
+
+def _check(kind: str, out: Path, tmp: Path, diff: float, scale: float, atol: float, rtol: float) -> None:
+    """Accept ``tmp`` as ``out`` when ``diff <= atol + rtol * scale``; otherwise delete it and raise."""
+    logger.info("%s %s: max |export - eager| = %.3g (max |eager| = %.3g)", kind, out, diff, scale)
+    if diff > atol + rtol * scale:
+        tmp.unlink(missing_ok=True)
+        raise AssertionError(
+            f"{kind} export {out} differs from the eager model by {diff:.3g} > {atol:g} + {rtol:g} * {scale:.3g}; "
+            "nothing was written."
+        )
+    os.replace(tmp, out)
 
 
 def export_torchscript(
@@ -86,11 +105,13 @@ def export_torchscript(
     deploy: bool | None = None,
     check_shapes: Sequence[Sequence[int]] | None = None,
     atol: float = 1e-5,
+    rtol: float = 1e-5,
 ) -> float:
-    """Write a TorchScript file with ``metadata.json`` and the config embedded, then check it.
+    """Write a TorchScript file with ``metadata.json`` and the config embedded, after checking it.
 
     ``deploy`` (default: whenever the network has fusible blocks) exports the re-parameterized network.
-    Returns the max abs difference to the eager training-form model; raises ``AssertionError`` above ``atol``.
+    Returns the max abs difference to the eager training-form model; raises ``AssertionError`` (and writes
+    nothing) when it exceeds ``atol + rtol * max|output|``: float32 rounding grows with the logits' magnitude.
     """
     import json
 
@@ -101,7 +122,9 @@ def export_torchscript(
     ckpt = Path(ckpt) if ckpt is not None else bundle / "models" / "model.pt"
     eager = load_bundle_network(bundle, ckpt, config)
     deploy = is_fusible(eager) if deploy is None else deploy
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
     meta_file = bundle / "configs" / "metadata.json"
     config_file = bundle / "configs" / config
     if deploy:
@@ -109,7 +132,7 @@ def export_torchscript(
         meta = json.loads(meta_file.read_text())
         extra = {config_file.name: json.dumps(json.loads(config_file.read_text())).encode()}
         save_net_with_metadata(
-            torch.jit.script(fused), str(out), include_config_vals=False, meta_values=meta, more_extra_files=extra
+            torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
         )
         logger.info(
             "deployment form: %s -> %s parameters",
@@ -118,17 +141,14 @@ def export_torchscript(
     else:
         ckpt_export(
             net_id="network_def",
-            filepath=str(out),
+            filepath=str(tmp),
             ckpt_file=str(ckpt),
             meta_file=str(meta_file),
             config_file=str(config_file),
             bundle_root=str(bundle),
         )
-    scripted = torch.jit.load(str(out))
-    diff = max_abs_diff(eager, scripted, check_shapes or check_shapes_for(eager))
-    logger.info("TorchScript %s: max |scripted - eager| = %.3g", out, diff)
-    if diff > atol:
-        raise AssertionError(f"TorchScript export {out} differs from the eager model by {diff:.3g} > {atol}.")
+    diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
+    _check("TorchScript", out, tmp, diff, scale, atol, rtol)
     return diff
 
 
@@ -139,6 +159,7 @@ def export_onnx(
     check_shapes: Sequence[Sequence[int]] | None = None,
     atol: float = 1e-4,
     deploy: bool | None = None,
+    rtol: float = 1e-5,
 ) -> float:
     """Export to ONNX with dynamic batch, height and width (input ``image``, output ``pred``), then check the
     result with ONNX Runtime when it is installed. Returns the max abs difference (NaN when not checked).
@@ -152,11 +173,13 @@ def export_onnx(
     exported = reparameterize_model(net) if deploy else net
     check_shapes = check_shapes or check_shapes_for(net)
     dim = torch.export.Dim
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
     torch.onnx.export(
         exported,
         (torch.zeros(*example_shape),),
-        str(out),
+        str(tmp),
         input_names=["image"],
         output_names=["pred"],
         dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
@@ -166,11 +189,10 @@ def export_onnx(
     try:
         import onnxruntime as ort
     except ImportError:
+        os.replace(tmp, out)
         logger.warning("onnxruntime is not installed: %s was written but not checked", out)
         return float("nan")
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    diff = max_abs_diff(net, lambda x: session.run(None, {"image": x.numpy()})[0], check_shapes)
-    logger.info("ONNX %s: max |onnxruntime - eager| = %.3g", out, diff)
-    if diff > atol:
-        raise AssertionError(f"ONNX export {out} differs from the eager model by {diff:.3g} > {atol}.")
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    diff, scale = compare(net, lambda x: session.run(None, {"image": x.numpy()})[0], check_shapes)
+    _check("ONNX", out, tmp, diff, scale, atol, rtol)
     return diff

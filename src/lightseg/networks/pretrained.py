@@ -179,8 +179,9 @@ def init_pretrained(
     """Load pretrained encoder weights into ``model`` for a bundle, and say what happened.
 
     Returns ``"<name or path>"`` on success, ``"none"`` when ``weights`` is None/"none", and
-    ``"random-init (<reason>)"`` when they cannot be had and ``strict`` is false, after a loud warning. With
-    ``strict`` true the error is raised instead.
+    ``"random-init (<reason>)"`` when they cannot be had and ``strict`` is false, after a loud warning; the
+    encoder's BatchNorm momentum is then raised from torchvision's 0.01 to PyTorch's default 0.1, since there are
+    no ImageNet statistics to keep. With ``strict`` true the error is raised instead.
     """
     if weights is None or str(weights).lower() in ("none", "", "false"):
         return "none"
@@ -189,6 +190,11 @@ def init_pretrained(
     except PretrainedWeightsError as e:
         if as_bool(strict):
             raise
+        slow = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum == 0.01]
+        for m in slow:
+            # torchvision's 0.01 assumes ImageNet statistics to start from; from random initialization the running
+            # statistics would lag far behind the weights for hundreds of iterations (validation collapses).
+            m.momentum = 0.1
         logger.warning(
             "\n%s\nPRETRAINED WEIGHTS NOT LOADED: %s\nTraining continues from RANDOM initialization; results will be "
             "worse than the paper's. Pass --pretrained_strict true to make this an error.\n%s",
