@@ -82,7 +82,7 @@ class BundleSuite:
         return BUNDLES / self.bundle / "configs"
 
     def overrides(self, out: Path, data: Path, datalist: Path, **extra) -> dict:
-        return tiny_overrides(out, data, datalist, bundle=self.bundle, image_size=list(self.image_size), **extra)
+        return tiny_overrides(out, data, datalist, bundle=self.bundle, **{"image_size": list(self.image_size), **extra})
 
     def test_required_files_and_changelog(self):
         for rel in REQUIRED_FILES:
@@ -221,7 +221,7 @@ class BundleSuite:
     def test_resume_after_killed_run(self, tiny_dataset, tmp_path):
         data, datalist = tiny_dataset
         out = tmp_path / "run"
-        base = self.overrides(out, data, datalist, batch_size=1, image_size=[64, 64])
+        base = self.overrides(out, data, datalist, batch_size=1)
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle_config(self.bundle, "train.json"),
                "--logging_file", str(self.configs / "logging.conf"), "--epochs", "200"]  # fmt: skip
         for k, v in base.items():
@@ -306,6 +306,7 @@ class BundleSuite:
         nib.save(nib.Nifti1Image(a.T.astype(np.float32), np.diag([0.5, 0.7, 1, 1])), inputs / "slice.nii.gz")
         write_dicom(inputs / "frame.dcm", a.astype(np.uint16) * 16)
 
+        net_def = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1}
         models = tmp_path / "models"
         models.mkdir()
         torch.save({"weight": torch.ones(1, 3, 1, 1), "bias": torch.zeros(1)}, models / "model.pt")
@@ -331,6 +332,23 @@ class BundleSuite:
             assert (mask ^ expected).sum() <= 2 * (10 + 20) + 4, stem
             ys, xs = np.nonzero(mask)
             assert 4 <= ys.min() <= 6 and 13 <= ys.max() <= 15 and 43 <= xs.min() <= 45 and 62 <= xs.max() <= 64, stem
+
+        # NIfTI in, NIfTI out: same grid, spacing and orientation as the input
+        nifti_only = tmp_path / "nifti_in"
+        nifti_only.mkdir()
+        (inputs / "slice.nii.gz").rename(nifti_only / "slice.nii.gz")
+        _ok(
+            run_bundle(
+                self.bundle, ("inference.json",), bundle_root=str(BUNDLES / self.bundle), input=str(nifti_only),
+                ckpt_dir=str(models), output_dir=str(tmp_path / "nifti_out"), image_size=[64, 64],
+                output_ext=".nii.gz", output_scale=None, network_def=net_def,
+            )
+        )  # fmt: skip
+        written = nib.load(tmp_path / "nifti_out" / "slice_seg.nii.gz")
+        assert written.shape == (w, h) and written.header.get_zooms() == pytest.approx((0.5, 0.7))
+        np.testing.assert_allclose(written.affine, nib.load(nifti_only / "slice.nii.gz").affine, atol=1e-6)
+        data = np.asarray(written.dataobj)
+        assert set(np.unique(data)) == {0, 1} and ((data.T > 0) ^ expected).sum() <= 2 * (10 + 20) + 4
 
     @pytest.mark.slow
     def test_tracking_to_an_mlflow_server(self, tiny_dataset, tmp_path):

@@ -64,7 +64,9 @@ def bundle_config(bundle: str, *names: str) -> str:
 
 def _cli(value) -> str:
     """A command-line value for ``python -m monai.bundle run`` (fire parses Python literals)."""
-    return value if isinstance(value, str) else repr(value) if isinstance(value, bool) else json.dumps(value)
+    if isinstance(value, str):
+        return value
+    return repr(value) if value is None or isinstance(value, bool) else json.dumps(value)
 
 
 def run_bundle(

@@ -21,7 +21,8 @@ OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1
 class TestLVUNetBundle(BundleSuite):
     bundle = "lvunet"
     network_name = "lvunet"
-    image_size = (128, 128)
+    # 256, not 128: at 128 the deepest features are 1x1 and a last batch of one image cannot be batch-normalized
+    image_size = (256, 256)
     other_model_file = "model_best.pt"  # with deep training, model.pt is the final-epoch model
     deployed_params = 513_585
 
@@ -56,7 +57,7 @@ def torchvision_checkpoint(tmp_path) -> Path:
 def test_offline_default_run_falls_back_and_records_it(tiny_dataset, tmp_path):
     data, datalist = tiny_dataset
     out = tmp_path / "run"
-    overrides = tiny_overrides(out, data, datalist, bundle="lvunet", image_size=[128, 128])
+    overrides = tiny_overrides(out, data, datalist, bundle="lvunet", image_size=[256, 256])
     env = {**OFFLINE, "TORCH_HOME": str(tmp_path / "torch_home")}  # an empty cache: the weights must be fetched
     log = _ok(run_bundle("lvunet", ("train.json",), run_id="training", env=env, epochs=2, **overrides))
     assert "PRETRAINED WEIGHTS NOT LOADED" in log and "could not download IMAGENET1K_V1" in log
@@ -78,7 +79,7 @@ def test_offline_default_run_falls_back_and_records_it(tiny_dataset, tmp_path):
 def test_pretrained_file_is_loaded_and_deployment_form_scores_the_same(tiny_dataset, tmp_path, torchvision_checkpoint):
     data, datalist = tiny_dataset
     out = tmp_path / "run"
-    overrides = tiny_overrides(out, data, datalist, bundle="lvunet", image_size=[128, 128])
+    overrides = tiny_overrides(out, data, datalist, bundle="lvunet", image_size=[256, 256])
     log = _ok(
         run_bundle("lvunet", ("train.json",), run_id="training", epochs=2, pretrained=str(torchvision_checkpoint),
                    **overrides)
