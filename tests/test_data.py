@@ -258,6 +258,8 @@ def test_preflight_errors(tmp_path, formats):
     assert load_datalist(
         _datalist(tmp_path, [{"image": "gray.png", "label": "sevens.png"}]), "training", root, mask_threshold=5
     )
+    with pytest.raises(DatalistError, match="in_channels must be 1 or 3"):
+        load_datalist(_datalist(tmp_path, [ok]), "training", root, in_channels=2)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DatalistError, match="not valid JSON"):
         load_datalist(tmp_path / "bad.json", "training", root)

@@ -21,7 +21,7 @@ from torch import nn
 
 from lightseg.networks import reparameterize_model
 
-__all__ = ["export_onnx", "export_torchscript", "load_bundle_network", "max_abs_diff"]
+__all__ = ["check_shapes_for", "compare", "export_onnx", "export_torchscript", "is_fusible", "load_bundle_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +65,6 @@ def check_shapes_for(net: nn.Module) -> list[tuple[int, ...]]:
     channels = int(getattr(net, "in_channels", 3))
     side = max(256, divisor)
     return [(1, channels, side, side), (2, channels, divisor, 3 * divisor)]
-
-
-def max_abs_diff(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: int = 0) -> float:
-    """Largest |reference(x) - run(x)| over random inputs of ``shapes``."""
-    return compare(reference, run, shapes, seed)[0]
 
 
 def compare(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: int = 0) -> tuple[float, float]:

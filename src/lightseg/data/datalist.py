@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def split_ids(ids: Sequence[str], ratios: Sequence[float], seed: int) -> list[li
     ratios (the last part takes the remainder). Each part is returned sorted.
     """
     if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if list(ids).count(i) > 1})
+        dup = sorted(i for i, n in Counter(ids).items() if n > 1)
         raise DatalistError(f"duplicated case ids: {dup[:10]}")
     if any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
         raise DatalistError(f"split ratios must be >= 0 and sum to 1, got {list(ratios)}.")
@@ -104,6 +105,8 @@ def validate_entries(
     """
     from tqdm import tqdm
 
+    if in_channels not in (None, 1, 3):
+        raise DatalistError(f"{where}: in_channels must be 1 or 3 (images are converted to it), got {in_channels}.")
     for n, entry in enumerate(tqdm(entries, desc="checking data", unit="case", leave=False, disable=None)):
         if "image" not in entry:
             raise DatalistError(f"{where}: entry {n} has no 'image' key: {entry}.")
@@ -113,8 +116,6 @@ def validate_entries(
                 f"{where}: image {entry['image']} has {image.channels} channels; expected 1 (grayscale), "
                 "2 (grayscale + alpha), 3 (RGB) or 4 (RGBA)."
             )
-        if in_channels == 1 and image.channels not in (1, 2):
-            logger.debug("%s will be converted to grayscale", entry["image"])
         if "label" in entry:
             label = read_header(entry["label"])
             if label.spatial_shape != image.spatial_shape:
