@@ -7,17 +7,23 @@ Registered variants (``list_networks()``):
 - ``cmunext``, ``cmunext_s``, ``cmunext_l``: the original CMUNeXt family (concatenation fusion, GELU).
 - ``lvunet``: LV-UNet in its training form (934,545 params for 3->1); ``reparameterize_model`` gives the
   deployment form (513,585).
+- ``mininet``: Mini-Net, the literal reading of the paper's equations (depthwise-separable f^{kxk}, transposed
+  f_d; 38,193 params for 3->1, 514 BatchNorm channels).
+- ``mininet_paper_counts``: a Mini-Net reconstruction reproducing the published counts exactly for RGB input
+  (36,657 params, 514 BN channels): expand-and-squeeze f^{kxk} in eqs. 2/7, 2x2 separable down-sampling.
+- ``mininet_paper_counts_gray``: the other exact reconstruction, for 1-channel input (grouped f^{kxk}).
 """
 
 from __future__ import annotations
 
 from lightseg.networks.blocks.vanilla import reparameterize_model, set_deep_training_slope
-from lightseg.networks.nets import CMUNeXt, LVUNet
+from lightseg.networks.nets import CMUNeXt, LVUNet, MiniNet
 from lightseg.networks.registry import create_network, list_networks, network_defaults, register_network
 
 __all__ = [
     "CMUNeXt",
     "LVUNet",
+    "MiniNet",
     "create_network",
     "list_networks",
     "network_defaults",
@@ -53,3 +59,10 @@ register_network(
     kernel_sizes=(3, 3, 7, 7, 9), **_XXS,
 )  # fmt: skip
 register_network("lvunet", LVUNet, dims=(80, 160, 240, 480), decoder_dims=(80, 40, 24, 16), act_num=1)
+# Mini-Net (no public code): the literal reading is the default; two reconstructions reproduce the published
+# 36,657 trainable parameters and 1,028 BatchNorm statistics exactly (bundles/mininet/docs/README.md).
+register_network("mininet", MiniNet, conv="separable", down="conv3x3")
+register_network(
+    "mininet_paper_counts", MiniNet, conv="separable_squeeze", out_conv="separable", down="separable2x2"
+)  # fmt: skip
+register_network("mininet_paper_counts_gray", MiniNet, in_channels=1, conv="grouped", down="conv3x3")

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from lightseg.networks.nets.cmunext import CMUNeXt
 from lightseg.networks.nets.lvunet import LVUNet
+from lightseg.networks.nets.mininet import MiniNet
 
-__all__ = ["CMUNeXt", "LVUNet"]
+__all__ = ["CMUNeXt", "LVUNet", "MiniNet"]

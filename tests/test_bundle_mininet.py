@@ -1,0 +1,80 @@
+"""The mininet bundle: the shared bundle suite, plus early stopping and the loss terms in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from .bundle_suite import BundleSuite, _epoch, _ok
+from .conftest import ROOT, run_bundle, tiny_overrides
+
+
+class TestMiniNetBundle(BundleSuite):
+    bundle = "mininet"
+    network_name = "mininet"
+    image_size = (32, 32)
+    other_model_file = "model_final.pt"
+    deployed_params = 38_193
+
+    def overrides(self, out, data, datalist, **extra):
+        # the shared tests count epochs: no early stopping there (it has tests of its own below)
+        return super().overrides(out, data, datalist, **{"early_stopping": "false", **extra})
+
+
+def _mlflow_run(out: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'eval' / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mininet").experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_a_run_on_the_demo_data(tmp_path):
+    """Demo data, patience 2: with an improvement threshold no IoU can pass (1.0), the run must stop after the
+    first validation plus two without improvement: at epoch 3 of 20."""
+    out = tmp_path / "run"
+    overrides = tiny_overrides(out, tmp_path / "demo", ROOT / "data_lists" / "demo.json", bundle="mininet",
+                               image_size=[32, 32], batch_size=16)  # fmt: skip
+    log = _ok(
+        run_bundle("mininet", ("train.json",), run_id="training", epochs=20, early_stopping_patience=2,
+                   early_stopping_min_delta=1.0, **overrides)
+    )  # fmt: skip
+    assert "early stopping at epoch 3" in log and "Epoch[4]" not in log
+    ckpt = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
+    assert _epoch(ckpt["trainer"]) == 3
+    assert ckpt["trainer"]["early_stopping_counter"] == 2  # saved for a resumed run
+    assert (out / "models" / "model.pt").is_file() and (out / "models" / "model_final.pt").is_file()
+    client, run = _mlflow_run(out)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mean_iou")] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_loss_terms_and_paper_metrics_are_logged(tiny_dataset, tmp_path):
+    data, datalist = tiny_dataset
+    out = tmp_path / "run"
+    overrides = tiny_overrides(out, data, datalist, bundle="mininet")
+    log = _ok(run_bundle("mininet", ("train.json",), run_id="training", epochs=2, **overrides))
+    assert "train_loss_jaccard" in log
+    client, run = _mlflow_run(out)
+    assert run.data.params["loss"] == "dice+bce+jaccard (alpha-weighted per instance, gamma=1.0)"
+    assert run.data.params["early_stopping_patience"] == "4"
+    for name in ("train_loss_dice", "train_loss_bce", "train_loss_jaccard", "val_mean_iou", "val_mean_dice",
+                 "val_mean_recall", "val_mean_specificity", "val_mean_accuracy"):  # fmt: skip
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [1, 2], name
+        assert all(0.0 <= m.value for m in history), name
+
+    # the ablation: the plain sum of BCE and Jaccard, recorded as such
+    out2 = tmp_path / "plain"
+    _ok(
+        run_bundle("mininet", ("train.json",), run_id="training", epochs=1, loss_alpha="none",
+                   loss_terms=["bce", "jaccard"], **tiny_overrides(out2, data, datalist, bundle="mininet"))
+    )  # fmt: skip
+    client, run = _mlflow_run(out2)
+    assert run.data.params["loss"] == "bce+jaccard (plain sum)"
+    assert not client.get_metric_history(run.info.run_id, "train_loss_dice")
