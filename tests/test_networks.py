@@ -17,9 +17,12 @@ EXPECTED_PARAMS = {
     "cmunext_s": 417_505,
     "cmunext_l": 8_286_721,
     "lvunet": 934_545,
+    "mininet": 38_193,  # the literal reading of the paper's equations
+    "mininet_paper_counts": 36_657,  # the paper's trainable count (RGB input)
+    "mininet_paper_counts_gray": 36_657,  # the paper's trainable count (1-channel input)
 }
 # BatchNorm running-stat elements measured on the reference XXS (bn_buffer_elems).
-EXPECTED_BN_BUFFERS = {"cmunext_xxs": 2_004}
+EXPECTED_BN_BUFFERS = {"cmunext_xxs": 2_004, "mininet_paper_counts": 1_028, "mininet_paper_counts_gray": 1_028}
 SMALL = [n for n in list_networks() if n != "cmunext_l"]
 
 
@@ -47,7 +50,7 @@ def test_output_shape_any_multiple_of_the_divisor(name, factors):
     net = create_network(name).eval()
     hw = tuple(f * net.divisor for f in factors)  # odd multiples included
     with torch.no_grad():
-        out = net(torch.randn(2, 3, *hw))
+        out = net(torch.randn(2, net.in_channels, *hw))
     assert out.shape == (2, 1, *hw)
 
 
@@ -73,7 +76,7 @@ def test_any_number_of_channels():
 def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)
     net = create_network(name).train()
-    out = net(torch.randn(2, 3, 2 * net.divisor, 2 * net.divisor))
+    out = net(torch.randn(2, net.in_channels, 2 * net.divisor, 2 * net.divisor))
     out.square().mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not missing
@@ -87,7 +90,7 @@ def test_torchscript_round_trip(name, tmp_path):
     path = tmp_path / "net.ts"
     torch.jit.save(scripted, str(path))
     loaded = torch.jit.load(str(path))
-    x = torch.randn(1, 3, net.divisor, 3 * net.divisor)
+    x = torch.randn(1, net.in_channels, net.divisor, 3 * net.divisor)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x))
 
