@@ -64,3 +64,28 @@ def test_export_script_onnx(trained_like, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ONNX" in result.stderr and "TorchScript" in result.stderr and "max |export - eager|" in result.stderr
     assert (tmp_path / "model.ts").is_file() and (tmp_path / "model.onnx").is_file()
+
+
+def test_export_a_trained_variant_with_overrides(tmp_path):
+    """A model trained as another registered variant exports with the same --network_name; without it the error
+    says what to pass."""
+    import json
+
+    torch.manual_seed(2)
+    net = create_network("mininet_paper_counts").eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    with pytest.raises(RuntimeError, match="another --network_name"):
+        load_bundle_network(BUNDLES / "mininet", tmp_path / "model.pt")
+    result = subprocess.run(
+        [sys.executable, "scripts/export_bundle.py", str(BUNDLES / "mininet"), "--ckpt", str(tmp_path / "model.pt"),
+         "--out_dir", str(tmp_path), "--network_name", "mininet_paper_counts"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    extra = {"inference.json": ""}
+    loaded = torch.jit.load(str(tmp_path / "model.ts"), _extra_files=extra)
+    assert json.loads(extra["inference.json"])["network_name"] == "mininet_paper_counts"
+    assert sum(p.numel() for p in loaded.parameters()) == 36_657
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))

@@ -31,11 +31,13 @@ def load_bundle_network(
     ckpt: str | os.PathLike | None = None,
     config: str = "inference.json",
     net_id: str = "network_def",
+    overrides: dict | None = None,
 ) -> nn.Module:
     """Instantiate ``net_id`` from a bundle config and load a plain ``state_dict`` (``weights_only=True``).
 
     ``ckpt`` defaults to ``<bundle>/models/model.pt``; ``{"model": state_dict}`` checkpoints are accepted too.
-    Returns the network in eval mode on the CPU.
+    ``overrides`` replace config ids (e.g. ``{"network_name": "mininet_paper_counts"}`` for a model trained as
+    another variant). Returns the network in eval mode on the CPU.
     """
     from monai.bundle import ConfigParser
 
@@ -43,6 +45,8 @@ def load_bundle_network(
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / config))
     parser["bundle_root"] = str(bundle)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
     net = parser.get_parsed_content(net_id)
     ckpt = Path(ckpt) if ckpt is not None else bundle / "models" / "model.pt"
     if not ckpt.is_file():
@@ -50,7 +54,13 @@ def load_bundle_network(
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"{ckpt} does not fit the bundle's network {type(net).__name__} (was it trained with another "
+            f"--network_name or channel count? pass the same overrides): {e}"
+        ) from e
     return net.eval()
 
 
@@ -101,6 +111,7 @@ def export_torchscript(
     check_shapes: Sequence[Sequence[int]] | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    overrides: dict | None = None,
 ) -> float:
     """Write a TorchScript file with ``metadata.json`` and the config embedded, after checking it.
 
@@ -115,22 +126,24 @@ def export_torchscript(
 
     bundle = Path(bundle_dir)
     ckpt = Path(ckpt) if ckpt is not None else bundle / "models" / "model.pt"
-    eager = load_bundle_network(bundle, ckpt, config)
+    overrides = dict(overrides or {})
+    eager = load_bundle_network(bundle, ckpt, config, overrides=overrides)
     deploy = is_fusible(eager) if deploy is None else deploy
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     meta_file = bundle / "configs" / "metadata.json"
     config_file = bundle / "configs" / config
-    if deploy:
-        fused = reparameterize_model(eager)
+    if deploy or overrides:  # ckpt_export would embed the config file without the overrides
+        fused = reparameterize_model(eager) if deploy else eager
         meta = json.loads(meta_file.read_text())
-        extra = {config_file.name: json.dumps(json.loads(config_file.read_text())).encode()}
+        extra = {config_file.name: json.dumps({**json.loads(config_file.read_text()), **overrides}).encode()}
         save_net_with_metadata(
             torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
         )
         logger.info(
-            "deployment form: %s -> %s parameters",
+            "%s: %s -> %s parameters",
+            "deployment form" if deploy else "exported as is",
             *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
         )
     else:
@@ -141,6 +154,7 @@ def export_torchscript(
             meta_file=str(meta_file),
             config_file=str(config_file),
             bundle_root=str(bundle),
+            **overrides,
         )
     diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
     _check("TorchScript", out, tmp, diff, scale, atol, rtol)

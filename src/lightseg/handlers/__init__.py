@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lightseg.handlers.checkpoint import ModelSaver, ResumableCheckpoint, atomic_save, unwrap
-from lightseg.handlers.early_stopping import EarlyStopping
 from lightseg.handlers.deep_training import DeepTrainingSchedule, deep_training_slope
+from lightseg.handlers.early_stopping import EarlyStopping
 from lightseg.handlers.loss_terms import LossTermsLogger
 from lightseg.handlers.reparameterize import Reparameterize
 

@@ -110,9 +110,7 @@ def _downsample(kind: str, c_in: int, c_out: int) -> nn.Module:
     if kind == "conv3x3":
         return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
     if kind == "separable2x2":
-        return nn.Sequential(
-            nn.Conv2d(c_in, c_in, 2, stride=2, groups=c_in, bias=False), nn.Conv2d(c_in, c_out, 1)
-        )
+        return nn.Sequential(nn.Conv2d(c_in, c_in, 2, stride=2, groups=c_in, bias=False), nn.Conv2d(c_in, c_out, 1))
     raise ValueError(f"unknown downsampling {kind!r}; expected 'conv3x3' or 'separable2x2'.")
 
 
