@@ -5,11 +5,13 @@ from __future__ import annotations
 from lightseg.handlers.checkpoint import ModelSaver, ResumableCheckpoint, atomic_save, unwrap
 from lightseg.handlers.deep_training import DeepTrainingSchedule, deep_training_slope
 from lightseg.handlers.early_stopping import EarlyStopping
+from lightseg.handlers.ema import EMAUpdate
 from lightseg.handlers.loss_terms import LossTermsLogger
 from lightseg.handlers.reparameterize import Reparameterize
 
 __all__ = [
     "DeepTrainingSchedule",
+    "EMAUpdate",
     "EarlyStopping",
     "LossTermsLogger",
     "ModelSaver",

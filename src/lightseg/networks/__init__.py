@@ -7,6 +7,9 @@ Registered variants (``list_networks()``):
 - ``cmunext``, ``cmunext_s``, ``cmunext_l``: the original CMUNeXt family (concatenation fusion, GELU).
 - ``lvunet``: LV-UNet in its training form (934,545 params for 3->1); ``reparameterize_model`` gives the
   deployment form (513,585).
+- ``litenext``: LiteNeXt (C = 16, 7x7 depthwise kernels; 711,201 params for 3->1), without SeRP's training-only
+  parts (``lightseg.training.SeRP`` adds them).
+- ``litenext_k3``: LiteNeXt with the 3x3 depthwise kernels of the authors' code default (701,601 params).
 - ``mininet``: Mini-Net, the literal reading of the paper's equations (depthwise-separable f^{kxk}, transposed
   f_d; 38,193 params for 3->1, 514 BatchNorm channels).
 - ``mininet_paper_counts``: a Mini-Net reconstruction reproducing the published counts exactly for RGB input
@@ -17,12 +20,13 @@ Registered variants (``list_networks()``):
 from __future__ import annotations
 
 from lightseg.networks.blocks.vanilla import reparameterize_model, set_deep_training_slope
-from lightseg.networks.nets import CMUNeXt, LVUNet, MiniNet
+from lightseg.networks.nets import CMUNeXt, LiteNeXt, LVUNet, MiniNet
 from lightseg.networks.registry import create_network, list_networks, network_defaults, register_network
 
 __all__ = [
     "CMUNeXt",
     "LVUNet",
+    "LiteNeXt",
     "MiniNet",
     "create_network",
     "list_networks",
@@ -66,3 +70,5 @@ register_network(
     "mininet_paper_counts", MiniNet, conv="separable_squeeze", out_conv="separable", down="separable2x2"
 )  # fmt: skip
 register_network("mininet_paper_counts_gray", MiniNet, in_channels=1, conv="grouped", down="conv3x3")
+register_network("litenext", LiteNeXt, width=16, kernel_size=7)
+register_network("litenext_k3", LiteNeXt, width=16, kernel_size=3)
