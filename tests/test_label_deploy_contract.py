@@ -15,7 +15,7 @@ from PIL import Image
 
 from .conftest import BUNDLES
 
-BUNDLE_NAMES = ("cmunext_xxs", "lvunet", "mininet")
+BUNDLE_NAMES = ("cmunext_xxs", "litenext", "lvunet", "mininet")
 EXPECTED_POST = ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged", "SqueezeDimd", "CastToTyped"]
 
 

@@ -17,6 +17,8 @@ EXPECTED_PARAMS = {
     "cmunext_s": 417_505,
     "cmunext_l": 8_286_721,
     "lvunet": 934_545,
+    "litenext": 711_201,  # the paper's 0.71 M, 7x7 depthwise kernels
+    "litenext_k3": 701_601,  # the authors' code default (3x3)
     "mininet": 38_193,  # the literal reading of the paper's equations
     "mininet_paper_counts": 36_657,  # the paper's trainable count (RGB input)
     "mininet_paper_counts_gray": 36_657,  # the paper's trainable count (1-channel input)

@@ -1,7 +1,7 @@
 """Mini-Net: a reconstruction from the paper's equations (1)-(11); the authors published no code.
 
-S. Sharma, T. M. Khan, S. S. Naqvi et al., "Advancing Medical Image Segmentation with Mini-Net: A Lightweight
-Solution Tailored for Efficient Segmentation of Medical Images".
+S. Javed, T. M. Khan, A. Qayyum, H. Alinejad-Rokny, A. Sowmya and I. Razzak, "Advancing Medical Image
+Segmentation with Mini-Net: A Lightweight Solution Tailored for Efficient Segmentation of Medical Images".
 
 Every convolution whose kind the text leaves open is a constructor argument, so that the defensible literal
 reading (the default, ``mininet``: 38,193 parameters) and the reconstruction that reproduces the published
