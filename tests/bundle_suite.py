@@ -60,6 +60,16 @@ def _network_with_statistics(name: str, seed: int) -> torch.nn.Module:
     return net
 
 
+def mlflow_run(out: Path, experiment: str):
+    """(client, the only run) of ``experiment`` in the SQLite store a bundle run wrote under ``out``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'eval' / 'mlruns.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return client, runs[0]
+
+
 def _free_port() -> int:
     import socket
 

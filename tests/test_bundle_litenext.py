@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from .bundle_suite import BundleSuite, _ok
+from .bundle_suite import BundleSuite, _ok, mlflow_run
 from .conftest import run_bundle, tiny_overrides
 
 
@@ -19,15 +17,6 @@ class TestLiteNeXtBundle(BundleSuite):
     deployed_params = 711_201
 
 
-def _mlflow_run(out: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'eval' / 'mlruns.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("litenext").experiment_id])
-    assert len(runs) == 1
-    return client, runs[0]
-
-
 @pytest.mark.slow
 def test_serp_terms_logged_and_only_the_network_saved(tiny_dataset, tmp_path):
     data, datalist = tiny_dataset
@@ -35,7 +24,7 @@ def test_serp_terms_logged_and_only_the_network_saved(tiny_dataset, tmp_path):
     log = _ok(run_bundle("litenext", ("train.json",), run_id="training", epochs=2,
                          **tiny_overrides(out, data, datalist, bundle="litenext")))  # fmt: skip
     assert "train_loss_serp" in log
-    client, run = _mlflow_run(out)
+    client, run = mlflow_run(out, "litenext")
     assert run.data.params["loss"] == "SeRP+MWL+Dice" and run.data.params["serp"] == "True"
     for name in ("train_loss_serp", "train_loss_mwl", "train_loss_dice", "val_mean_dice"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
@@ -57,7 +46,7 @@ def test_ablation_without_serp_and_with_bce_dice(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     _ok(run_bundle("litenext", ("train.json",), run_id="training", epochs=1, serp=False, loss="bce_dice",
                    **tiny_overrides(out, data, datalist, bundle="litenext")))  # fmt: skip
-    client, run = _mlflow_run(out)
+    client, run = mlflow_run(out, "litenext")
     assert run.data.params["loss"] == "0.5*BCE+Dice" and run.data.params["serp"] == "False"
     assert client.get_metric_history(run.info.run_id, "train_loss_bce")
     assert not client.get_metric_history(run.info.run_id, "train_loss_serp")

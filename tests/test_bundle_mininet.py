@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from .bundle_suite import BundleSuite, _epoch, _ok
+from .bundle_suite import BundleSuite, _epoch, _ok, mlflow_run
 from .conftest import ROOT, run_bundle, tiny_overrides
 
 
@@ -21,15 +19,6 @@ class TestMiniNetBundle(BundleSuite):
     def overrides(self, out, data, datalist, **extra):
         # the shared tests count epochs: no early stopping there (it has tests of its own below)
         return super().overrides(out, data, datalist, **{"early_stopping": "false", **extra})
-
-
-def _mlflow_run(out: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'eval' / 'mlruns.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("mininet").experiment_id])
-    assert len(runs) == 1
-    return client, runs[0]
 
 
 @pytest.mark.slow
@@ -48,7 +37,7 @@ def test_early_stopping_ends_a_run_on_the_demo_data(tmp_path):
     assert _epoch(ckpt["trainer"]) == 3
     assert ckpt["trainer"]["early_stopping_counter"] == 2  # saved for a resumed run
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "model_final.pt").is_file()
-    client, run = _mlflow_run(out)
+    client, run = mlflow_run(out, "mininet")
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mean_iou")] == [1, 2, 3]
 
@@ -60,7 +49,7 @@ def test_loss_terms_and_paper_metrics_are_logged(tiny_dataset, tmp_path):
     overrides = tiny_overrides(out, data, datalist, bundle="mininet")
     log = _ok(run_bundle("mininet", ("train.json",), run_id="training", epochs=2, **overrides))
     assert "train_loss_jaccard" in log
-    client, run = _mlflow_run(out)
+    client, run = mlflow_run(out, "mininet")
     assert run.data.params["loss"] == "dice+bce+jaccard (alpha-weighted per instance, gamma=1.0)"
     assert run.data.params["early_stopping_patience"] == "4"
     for name in ("train_loss_dice", "train_loss_bce", "train_loss_jaccard", "val_mean_iou", "val_mean_dice",
@@ -75,6 +64,6 @@ def test_loss_terms_and_paper_metrics_are_logged(tiny_dataset, tmp_path):
         run_bundle("mininet", ("train.json",), run_id="training", epochs=1, loss_alpha="none",
                    loss_terms=["bce", "jaccard"], **tiny_overrides(out2, data, datalist, bundle="mininet"))
     )  # fmt: skip
-    client, run = _mlflow_run(out2)
+    client, run = mlflow_run(out2, "mininet")
     assert run.data.params["loss"] == "bce+jaccard (plain sum)"
     assert not client.get_metric_history(run.info.run_id, "train_loss_dice")
