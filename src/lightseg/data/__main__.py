@@ -3,6 +3,7 @@
     python -m lightseg.data demo  [--datalist data_lists/demo.json] [--out data/demo]
     python -m lightseg.data check --datalist my.json --dataset_dir /data/mine [--mask_threshold 127]
     python -m lightseg.data split --ids ids.txt --ratios 0.7 0.15 0.15 --seed 0
+    python -m lightseg.data prepare kvasir_seg --raw /data/Kvasir-SEG --out data/kvasir_seg [--datalist data_lists/kvasir_seg.json]
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from lightseg.data.converters import prepare
+
+    datalist = prepare(args.dataset, args.raw, args.out, seed=args.seed, overwrite=args.overwrite,
+                       progress=not args.no_progress)  # fmt: skip
+    if args.datalist:
+        write_json(datalist, args.datalist)
+        logger.info("wrote %s", args.datalist)
+    logger.info("%s: %s; train with --dataset_dir %s --datalist %s", args.dataset, datalist["counts"], args.out,
+                args.datalist or Path(args.out) / "datalist.json")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lightseg.data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     split.add_argument("--ratios", type=float, nargs="+", default=[0.7, 0.15, 0.15])
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(func=_split)
+
+    from lightseg.data.converters import list_converters
+
+    prep = sub.add_parser("prepare", help="convert a public dataset from its official layout, with its paper split")
+    prep.add_argument("dataset", choices=list_converters())
+    prep.add_argument("--raw", required=True, help="the official release folder, as downloaded and unpacked")
+    prep.add_argument("--out", required=True, help="output folder (images/, masks/, datalist.json)")
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--datalist", default=None, help="also write the datalist here (e.g. data_lists/<name>.json)")
+    prep.add_argument("--overwrite", action="store_true", help="rewrite cases whose outputs exist")
+    prep.add_argument("--no-progress", action="store_true")
+    prep.set_defaults(func=_prepare)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

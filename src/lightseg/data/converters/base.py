@@ -1,0 +1,259 @@
+"""The machinery every dataset converter shares: reading, mask normalization, validation, writing, splits.
+
+A converter lists the cases of an official release (:class:`RawCase`: an id, an image file, the mask files to
+merge, the official part it belongs to) and says how to split them; :func:`convert` then
+
+1. validates the listing: duplicated ids, images without masks and masks without images (``extra`` files),
+   unreadable files, image/mask size mismatches, empty masks where the dataset has none;
+2. writes ``images/<id>.png`` (RGB or grayscale, original resolution) and ``masks/<id>.png`` (uint8 0/1, same
+   size; several masks or instance labels merged);
+3. writes ``datalist.json``: Decathlon ``training``/``validation``/``testing`` lists with paths relative to the
+   output folder, and a record of the source, the counts, the seed and the ratios.
+
+Re-running is idempotent: cases whose two outputs exist are not rewritten (``overwrite=True`` forces it) and the
+datalist is the same. Splits are a pure function of the sorted case ids, the ratios and the seed
+(:func:`lightseg.data.split_ids`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lightseg.data.datalist import SECTIONS, split_ids, write_json
+from lightseg.data.io import DatalistError
+
+__all__ = [
+    "Converter",
+    "RawCase",
+    "convert",
+    "make_datalist",
+    "official_then_ratio_split",
+    "ratio_split",
+    "read_array",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RawCase:
+    """One case of an official release.
+
+    Attributes:
+        case_id: unique id (becomes the output file name).
+        image: the image file.
+        masks: mask files merged into one binary mask (empty list: an image without annotation is an error).
+        part: the official part (``"train"``, ``"test"`` ...) when the release has one, else None.
+        extra: other files to carry into the datalist under the given key (e.g. DRIVE's field-of-view mask).
+    """
+
+    case_id: str
+    image: Path
+    masks: list[Path]
+    part: str | None = None
+    extra: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Converter:
+    """How to read one dataset's official layout.
+
+    Attributes:
+        name: the dataset name used on the command line and for ``data_lists/<name>.json``.
+        description: one line with the source and the split.
+        scan: ``raw folder -> (cases, stray files)``; stray files are those that match no case (extra masks).
+        split: ``(cases, seed) -> {section: [ids]}``.
+        ratios: the ratios recorded with the split.
+        mask_rule: ``"threshold"`` (> 127: JPEG/0-255 masks) or ``"nonzero"`` (> 0: 0/1 masks, instance labels).
+        allow_empty_masks: the dataset has images without foreground (BUSI's normal class).
+        read_mask: optional reader returning a 2D array for one mask file (polygons, contours).
+    """
+
+    name: str
+    description: str
+    scan: Callable[[Path], tuple[list[RawCase], list[Path]]]
+    split: Callable[[list[RawCase], int], dict[str, list[str]]]
+    ratios: dict[str, float] | str
+    mask_rule: str = "threshold"
+    allow_empty_masks: bool = False
+    read_mask: Callable[[Path, tuple[int, int]], np.ndarray] | None = None
+
+
+def read_array(path: Path) -> np.ndarray:
+    """Pixels of a 2D image file as ``(H, W)`` or ``(H, W, C)``; Pillow first, ITK for TIFFs it cannot open
+    (some CVC-ClinicDB frames). Raises :class:`DatalistError` naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DatalistError(f"{path} does not exist.")
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode in ("I;16", "I;16B", "I"):
+                return np.asarray(im).astype(np.int32)
+            return np.asarray(im)
+    except (UnidentifiedImageError, OSError) as pil_error:
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            raise DatalistError(f"{path} is not a readable image: {pil_error}") from pil_error
+        try:
+            import itk
+
+            return np.asarray(itk.imread(str(path)))
+        except Exception as e:  # noqa: BLE001 (ITK raises plain RuntimeErrors)
+            raise DatalistError(f"{path} is not a readable image (Pillow: {pil_error}; ITK: {e})") from e
+
+
+def binary_mask(array: np.ndarray, rule: str, path: Path) -> np.ndarray:
+    """``(H, W)`` uint8 0/1 from a mask array: grayscale, RGB(A) (any colour channel, alpha ignored) or labels."""
+    if array.ndim == 3:
+        array = array[..., :3].max(axis=-1) if array.shape[-1] in (3, 4) else array[..., 0]
+    if array.ndim != 2:
+        raise DatalistError(f"mask {path} is not a 2D image (shape {list(array.shape)}).")
+    if array.dtype == bool:  # 1-bit PNGs (CHASE_DB1)
+        return array.astype(np.uint8)
+    if rule == "threshold":  # 0/255 or noisy JPEG masks; 0/1 masks are taken as they are
+        return (array > (127 if array.max() > 1 else 0)).astype(np.uint8)
+    if rule == "nonzero":
+        return (array > 0).astype(np.uint8)
+    raise ValueError(f"unknown mask rule {rule!r}.")
+
+
+def ratio_split(ratios: Sequence[float]) -> Callable[[list[RawCase], int], dict[str, list[str]]]:
+    """Split all cases into training/validation/testing with ``ratios`` (pure function of ids and seed)."""
+
+    def split(cases: list[RawCase], seed: int) -> dict[str, list[str]]:
+        parts = split_ids([c.case_id for c in cases], ratios, seed)
+        return dict(zip(SECTIONS, parts, strict=True))
+
+    return split
+
+
+def official_then_ratio_split(
+    test_parts: Sequence[str], val_ratio: float
+) -> Callable[[list[RawCase], int], dict[str, list[str]]]:
+    """The official test part(s) as testing; the rest split ``1 - val_ratio : val_ratio`` into training and
+    validation (``val_ratio = 0``: no validation)."""
+
+    def split(cases: list[RawCase], seed: int) -> dict[str, list[str]]:
+        test = sorted(c.case_id for c in cases if c.part in test_parts)
+        rest = [c.case_id for c in cases if c.part not in test_parts]
+        train, val = split_ids(rest, [1.0 - val_ratio, val_ratio], seed)
+        return {"training": train, "validation": val, "testing": test}
+
+    return split
+
+
+def _validate_listing(converter: Converter, raw: Path, cases: list[RawCase], stray: list[Path]) -> None:
+    if not cases:
+        raise DatalistError(f"{raw}: no {converter.name} cases found; is this the official layout? {converter.description}")
+    dup = sorted(i for i, n in Counter(c.case_id for c in cases).items() if n > 1)
+    if dup:
+        raise DatalistError(f"{raw}: duplicated case ids {dup[:10]}.")
+    problems = []
+    for c in cases:
+        for p in [c.image, *c.masks, *c.extra.values()]:
+            if not p.is_file():
+                problems.append(f"{p} does not exist (case {c.case_id})")
+        if not c.masks and converter.read_mask is None:
+            problems.append(f"{c.image} has no mask")
+    problems += [f"{p} matches no image (extra file)" for p in stray]
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise DatalistError(f"{raw}: " + "; ".join(problems[:10]) + more)
+
+
+def _write_case(converter: Converter, case: RawCase, out: Path, overwrite: bool) -> None:
+    from PIL import Image
+
+    image_rel, mask_rel = f"images/{case.case_id}.png", f"masks/{case.case_id}.png"
+    extras = {key: f"{key}/{case.case_id}.png" for key in case.extra}
+    outputs = [out / image_rel, out / mask_rel, *(out / v for v in extras.values())]
+    if not overwrite and all(p.is_file() for p in outputs):
+        return
+
+    image = read_array(case.image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.dtype != np.uint8:
+        lo, hi = float(image.min()), float(image.max())
+        image = ((image - lo) / (hi - lo if hi > lo else 1.0) * 255).round().astype(np.uint8)
+    h, w = image.shape[:2]
+    if converter.read_mask is not None:
+        mask = converter.read_mask(case.masks[0] if case.masks else case.image, (h, w))
+    else:
+        mask = np.zeros((h, w), np.uint8)
+        for path in case.masks:
+            m = binary_mask(read_array(path), converter.mask_rule, path)
+            if m.shape != (h, w):
+                raise DatalistError(
+                    f"mask {path} is {m.shape[0]}x{m.shape[1]} but image {case.image} is {h}x{w} (case {case.case_id})."
+                )
+            mask |= m
+    if not converter.allow_empty_masks and not mask.any():
+        raise DatalistError(f"mask of case {case.case_id} ({', '.join(map(str, case.masks))}) is empty.")
+    for path, array in ((out / image_rel, image), (out / mask_rel, mask)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        Image.fromarray(array).save(tmp, compress_level=1)
+        os.replace(tmp, path)
+    for key, src in case.extra.items():
+        m = binary_mask(read_array(src), "threshold", src)
+        if m.shape != (h, w):
+            raise DatalistError(f"{key} {src} is {m.shape[0]}x{m.shape[1]} but image {case.image} is {h}x{w}.")
+        dst = out / extras[key]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(m).save(dst)
+
+
+def make_datalist(converter: Converter, cases: list[RawCase], seed: int = 0) -> dict:
+    """The datalist of ``cases`` (a pure function of their ids, the converter's split and the seed: it can be built
+    from a list of known case ids without the files)."""
+    sections = converter.split(cases, seed)
+    extras = sorted({key for c in cases for key in c.extra})
+    by_id = {c.case_id: c for c in cases}
+
+    def entry(cid: str) -> dict:
+        e = {"image": f"images/{cid}.png", "label": f"masks/{cid}.png"}
+        e.update({key: f"{key}/{cid}.png" for key in extras if key in by_id[cid].extra})
+        return e
+
+    listed = [i for s in SECTIONS for i in sections[s]]
+    if sorted(listed) != sorted(by_id):
+        raise AssertionError(f"{converter.name}: the split does not cover every case exactly once.")
+    return {
+        "name": converter.name,
+        "source": converter.description,
+        "seed": seed,
+        "ratios": converter.ratios,
+        "counts": {s: len(sections[s]) for s in SECTIONS},
+        **{s: [entry(i) for i in sections[s]] for s in SECTIONS},
+    }
+
+
+def convert(
+    converter: Converter, raw: str | os.PathLike, out: str | os.PathLike, seed: int = 0, overwrite: bool = False,
+    progress: bool = True,
+) -> dict:  # fmt: skip
+    """Convert the official release at ``raw`` into ``out``; returns the datalist (also written as
+    ``out/datalist.json``). Raises :class:`DatalistError` naming the first problems found."""
+    from tqdm import tqdm
+
+    raw, out = Path(raw), Path(out)
+    if not raw.is_dir():
+        raise DatalistError(f"{raw} is not a folder (expected the official {converter.name} release).")
+    cases, stray = converter.scan(raw)
+    _validate_listing(converter, raw, cases, stray)
+    datalist = make_datalist(converter, cases, seed)
+    for case in tqdm(sorted(cases, key=lambda c: c.case_id), desc=converter.name, disable=not progress):
+        _write_case(converter, case, out, overwrite)
+    write_json(datalist, out / "datalist.json")
+    logger.info("%s: %s written to %s", converter.name, datalist["counts"], out)
+    return datalist
