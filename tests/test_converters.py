@@ -49,6 +49,15 @@ def _save(path: Path, array: np.ndarray, mode: str | None = None, **kw) -> None:
     im.save(path, **kw)
 
 
+def _read(path: Path) -> np.ndarray:
+    """(H, W[, C]) pixels of a converted PNG, or of a 2D NIfTI stored (x = column, y = row)."""
+    if path.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        return np.asarray(nib.load(path).dataobj).T
+    return np.asarray(Image.open(path))
+
+
 # ---------------------------------------------------------------- fake official layouts
 def fake_kvasir(root: Path, n: int = 10) -> None:
     for i in range(n):
@@ -190,6 +199,24 @@ def fake_chest_xray(root: Path) -> None:
             _save(sz / "mask" / f"{name}_mask.png", _blob(i) * 255)
 
 
+def fake_sunnybrook(root: Path, patients: int = 10) -> None:
+    from .dicom_utils import write_dicom
+
+    for p in range(1, patients + 1):
+        patient = root / f"SC-HF-I-{p:02d}"
+        (patient / "DICOM").mkdir(parents=True)
+        for frame in (20, 40, 60):  # frame 60 has no contour: not a case
+            pixels = _rgb(p * 100 + frame)[..., 0].astype(np.uint16) * 16
+            write_dicom(patient / "DICOM" / f"IM-0001-{frame:04d}.dcm", pixels, spacing=(0.5, 0.7))
+        contours = patient / "contours-manual" / "IRCCI-expert"
+        contours.mkdir(parents=True)
+        for frame in (20, 40):
+            (contours / f"IM-0001-{frame:04d}-icontour-manual.txt").write_text("4.0 2.0\n12.0 2.0\n12.0 8.0\n4.0 8.0\n")
+            (contours / f"IM-0001-{frame:04d}-ocontour-manual.txt").write_text(
+                "3 2\n20 2\n20 15\n3 15\n"
+            )
+
+
 # dataset -> (fake tree, expected counts training/validation/testing)
 FAKES = {
     "kvasir_seg": (fake_kvasir, (6, 2, 2)),
@@ -207,6 +234,8 @@ FAKES = {
     "chasedb1": (fake_chasedb1, (16, 4, 8)),
     "stare": (fake_stare, (14, 2, 4)),
     "chest_xray": (fake_chest_xray, (8, 2, 4)),
+    "sunnybrook_endo": (fake_sunnybrook, (16, 2, 2)),
+    "sunnybrook_epi": (fake_sunnybrook, (16, 2, 2)),
 }
 
 
@@ -226,9 +255,9 @@ def test_convert_fake_official_tree(name, tmp_path):
     ids = []
     for section in ("training", "validation", "testing"):
         for entry in datalist[section]:
-            image = np.asarray(Image.open(out / entry["image"]))
-            mask = np.asarray(Image.open(out / entry["label"]))
-            assert image.dtype == np.uint8 and image.shape[:2] == mask.shape == (H, W), entry
+            image, mask = _read(out / entry["image"]), _read(out / entry["label"])
+            assert image.shape[:2] == mask.shape == (H, W), entry
+            assert image.dtype == (np.int16 if name.startswith("sunnybrook") else np.uint8), entry
             assert image.ndim == 2 or image.shape[2] == 3  # RGBA dropped to RGB
             assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}, entry
             assert mask.any() or name == "busi", entry
@@ -236,9 +265,9 @@ def test_convert_fake_official_tree(name, tmp_path):
     assert len(ids) == len(set(ids)) == sum(counts)
 
     # idempotent: a second run writes nothing new and returns the same datalist
-    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "datalist.json"}
     assert prepare(name, raw, out, progress=False) == datalist
-    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     # the split depends on the seed only through the split function
     assert prepare(name, raw, tmp_path / "seed1", seed=1, progress=False)["counts"] == datalist["counts"]
 
@@ -283,6 +312,29 @@ def test_merges_and_special_formats(tmp_path):
     assert all(Path(e["image"]).stem.startswith("MCUCXR") for e in dl["testing"])
     lungs = np.asarray(Image.open(tmp_path / "o_cxr" / dl["testing"][0]["label"]))
     assert lungs[4:20, 2:12].all() and lungs[4:20, 18:30].all() and lungs.sum() == 16 * 10 + 16 * 12
+
+
+def test_sunnybrook_contours_filled_on_dicom_frames_with_spacing(tmp_path):
+    import nibabel as nib
+
+    fake_sunnybrook(tmp_path / "raw", patients=3)
+    for task, rows, cols in (
+        ("sunnybrook_endo", slice(2, 9), slice(4, 13)),
+        ("sunnybrook_epi", slice(2, 16), slice(3, 21)),
+    ):
+        dl = prepare(task, tmp_path / "raw", tmp_path / task, seed=0, progress=False)
+        entries = [e for s in ("training", "validation", "testing") for e in dl[s]]
+        assert sorted(Path(e["image"]).name for e in entries)[0] == "SC-HF-I-01_0001_0020.nii.gz"
+        patients = {s: {Path(e["image"]).name[:10] for e in dl[s]} for s in ("training", "validation", "testing")}
+        assert not (patients["training"] & patients["testing"]) and not (patients["training"] & patients["validation"])
+        label = nib.load(tmp_path / task / entries[0]["label"])
+        assert label.header.get_zooms()[:2] == pytest.approx((0.7, 0.5))  # x = column spacing, y = row spacing
+        mask = np.asarray(label.dataobj).T
+        expected = np.zeros((H, W), np.uint8)
+        expected[rows, cols] = 1
+        assert (mask == expected).all(), task
+        image = np.asarray(nib.load(tmp_path / task / entries[0]["image"]).dataobj).T
+        assert (image == _rgb(100 + 20)[..., 0].astype(np.int16) * 16).all()  # pixel values kept
 
 
 # ---------------------------------------------------------------- bad layouts
@@ -367,3 +419,31 @@ def test_real_datasets_convert_and_reproduce_the_committed_datalists(name, tmp_p
         image = Image.open(tmp_path / name / entry["image"])
         mask = np.asarray(Image.open(tmp_path / name / entry["label"]))
         assert (image.height, image.width) == mask.shape and set(np.unique(mask)) <= {0, 1} and mask.any()
+
+
+# ---------------------------------------------------------------- training on a prepared dataset, benchmark script
+@pytest.mark.slow
+def test_benchmark_trains_a_bundle_on_a_prepared_dataset(tmp_path):
+    """A converted (fake) Kvasir-SEG through --dataset_dir/--datalist: two seeds, JSON and Markdown written."""
+    import subprocess
+    import sys
+
+    fake_kvasir(tmp_path / "raw", n=10)
+    prepare("kvasir_seg", tmp_path / "raw", tmp_path / "prepared", progress=False)
+    result = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--bundle", "cmunext_xxs", "--dataset_dir", str(tmp_path / "prepared"),
+         "--datalist", str(tmp_path / "prepared" / "datalist.json"), "--epochs", "1", "--image_size", "32", "32",
+         "--batch_size", "2", "--seeds", "0", "1", "--out", str(tmp_path / "results"),
+         "--override", "num_workers=0", "--override", "use_mlflow=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    bench = json.loads((tmp_path / "results" / "benchmark.json").read_text())
+    assert [r["seed"] for r in bench["runs"]] == [0, 1] and bench["runs"][0]["test_images"] == 2
+    for kind in ("mean", "pooled"):
+        for m in ("iou", "dice", "precision", "recall"):
+            assert 0.0 <= bench["summary"][kind][m]["mean"] <= 1.0 and bench["summary"][kind][m]["std"] >= 0.0
+    assert len(bench["runs"][0]["metrics"]["per_image"]["dice"]) == 2
+    table = (tmp_path / "results" / "benchmark.md").read_text()
+    assert "| dice |" in table and "+-" in table
+    assert (tmp_path / "results" / "seed_1" / "models" / "model.pt").is_file()

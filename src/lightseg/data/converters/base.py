@@ -6,7 +6,8 @@ merge, the official part it belongs to) and says how to split them; :func:`conve
 1. validates the listing: duplicated ids, images without masks and masks without images (``extra`` files),
    unreadable files, image/mask size mismatches, empty masks where the dataset has none;
 2. writes ``images/<id>.png`` (RGB or grayscale, original resolution) and ``masks/<id>.png`` (uint8 0/1, same
-   size; several masks or instance labels merged);
+   size; several masks or instance labels merged; polygons rasterized), or 2D NIfTI with the pixel spacing for
+   DICOM sources;
 3. writes ``datalist.json``: Decathlon ``training``/``validation``/``testing`` lists with paths relative to the
    output folder, and a record of the source, the counts, the seed and the ratios.
 
@@ -74,6 +75,8 @@ class Converter:
         mask_rule: ``"threshold"`` (> 127: JPEG/0-255 masks) or ``"nonzero"`` (> 0: 0/1 masks, instance labels).
         allow_empty_masks: the dataset has images without foreground (BUSI's normal class).
         read_mask: optional reader returning a 2D array for one mask file (polygons, contours).
+        load_case: optional reader of a whole case: ``(image, mask, pixel spacing (row, column))`` (DICOM sources).
+        suffix: output format: ``".png"`` or ``".nii.gz"`` (2D NIfTI keeping the pixel spacing).
     """
 
     name: str
@@ -84,6 +87,8 @@ class Converter:
     mask_rule: str = "threshold"
     allow_empty_masks: bool = False
     read_mask: Callable[[Path, tuple[int, int]], np.ndarray] | None = None
+    load_case: Callable[[RawCase], tuple[np.ndarray, np.ndarray, tuple[float, float]]] | None = None
+    suffix: str = ".png"
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -170,15 +175,8 @@ def _validate_listing(converter: Converter, raw: Path, cases: list[RawCase], str
         raise DatalistError(f"{raw}: " + "; ".join(problems[:10]) + more)
 
 
-def _write_case(converter: Converter, case: RawCase, out: Path, overwrite: bool) -> None:
-    from PIL import Image
-
-    image_rel, mask_rel = f"images/{case.case_id}.png", f"masks/{case.case_id}.png"
-    extras = {key: f"{key}/{case.case_id}.png" for key in case.extra}
-    outputs = [out / image_rel, out / mask_rel, *(out / v for v in extras.values())]
-    if not overwrite and all(p.is_file() for p in outputs):
-        return
-
+def _load_pixels(converter: Converter, case: RawCase) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 HxW[x3], mask uint8 0/1 HxW) of a photograph-like case."""
     image = read_array(case.image)
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]
@@ -187,30 +185,64 @@ def _write_case(converter: Converter, case: RawCase, out: Path, overwrite: bool)
         image = ((image - lo) / (hi - lo if hi > lo else 1.0) * 255).round().astype(np.uint8)
     h, w = image.shape[:2]
     if converter.read_mask is not None:
-        mask = converter.read_mask(case.masks[0] if case.masks else case.image, (h, w))
+        return image, converter.read_mask(case.masks[0] if case.masks else case.image, (h, w))
+    mask = np.zeros((h, w), np.uint8)
+    for path in case.masks:
+        m = binary_mask(read_array(path), converter.mask_rule, path)
+        if m.shape != (h, w):
+            raise DatalistError(
+                f"mask {path} is {m.shape[0]}x{m.shape[1]} but image {case.image} is {h}x{w} (case {case.case_id})."
+            )
+        mask |= m
+    return image, mask
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(array).save(tmp, compress_level=1)
+    os.replace(tmp, path)
+
+
+def _save_nifti(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
+    """A (H, W) array as a 2D NIfTI indexed (x = column, y = row), as MONAI loads a PNG of the same image, with the
+    pixel spacing (row, column) in the affine."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([float(spacing[1]), float(spacing[0]), 1.0, 1.0])
+    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.tmp.nii.gz")
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), affine), tmp)
+    os.replace(tmp, path)
+
+
+def _write_case(converter: Converter, case: RawCase, out: Path, overwrite: bool) -> None:
+    ext = converter.suffix
+    image_rel, mask_rel = f"images/{case.case_id}{ext}", f"masks/{case.case_id}{ext}"
+    extras = {key: f"{key}/{case.case_id}.png" for key in case.extra}
+    outputs = [out / image_rel, out / mask_rel, *(out / v for v in extras.values())]
+    if not overwrite and all(p.is_file() for p in outputs):
+        return
+    if converter.load_case is not None:
+        image, mask, spacing = converter.load_case(case)
     else:
-        mask = np.zeros((h, w), np.uint8)
-        for path in case.masks:
-            m = binary_mask(read_array(path), converter.mask_rule, path)
-            if m.shape != (h, w):
-                raise DatalistError(
-                    f"mask {path} is {m.shape[0]}x{m.shape[1]} but image {case.image} is {h}x{w} (case {case.case_id})."
-                )
-            mask |= m
+        (image, mask), spacing = _load_pixels(converter, case), None
+    h, w = image.shape[:2]
     if not converter.allow_empty_masks and not mask.any():
         raise DatalistError(f"mask of case {case.case_id} ({', '.join(map(str, case.masks))}) is empty.")
-    for path, array in ((out / image_rel, image), (out / mask_rel, mask)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        Image.fromarray(array).save(tmp, compress_level=1)
-        os.replace(tmp, path)
+    if ext == ".nii.gz":
+        _save_nifti(out / image_rel, image, spacing or (1.0, 1.0))
+        _save_nifti(out / mask_rel, mask, spacing or (1.0, 1.0))
+    else:
+        _save_png(out / image_rel, image)
+        _save_png(out / mask_rel, mask)
     for key, src in case.extra.items():
         m = binary_mask(read_array(src), "threshold", src)
         if m.shape != (h, w):
             raise DatalistError(f"{key} {src} is {m.shape[0]}x{m.shape[1]} but image {case.image} is {h}x{w}.")
-        dst = out / extras[key]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(m).save(dst)
+        _save_png(out / extras[key], m)
 
 
 def make_datalist(converter: Converter, cases: list[RawCase], seed: int = 0) -> dict:
@@ -221,7 +253,7 @@ def make_datalist(converter: Converter, cases: list[RawCase], seed: int = 0) -> 
     by_id = {c.case_id: c for c in cases}
 
     def entry(cid: str) -> dict:
-        e = {"image": f"images/{cid}.png", "label": f"masks/{cid}.png"}
+        e = {"image": f"images/{cid}{converter.suffix}", "label": f"masks/{cid}{converter.suffix}"}
         e.update({key: f"{key}/{cid}.png" for key in extras if key in by_id[cid].extra})
         return e
 

@@ -12,7 +12,15 @@ from lightseg.data.converters.base import Converter, RawCase, official_then_rati
 from lightseg.data.datalist import split_ids
 from lightseg.data.io import DatalistError
 
-__all__ = ["CONVERTERS", "KNOWN_RELEASES", "STARE_LABELLED", "known_cases", "two_stage_split"]
+__all__ = [
+    "CONVERTERS",
+    "KNOWN_RELEASES",
+    "STARE_LABELLED",
+    "known_cases",
+    "read_aperio_xml",
+    "read_contour",
+    "two_stage_split",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm")
 
@@ -230,6 +238,75 @@ def _scan_cxr(raw: Path) -> tuple[list[RawCase], list[Path]]:
     return cases, []
 
 
+# ---------------------------------------------------------------- cardiac MRI (DICOM + expert contours)
+_CONTOUR = re.compile(r"IM-(\d{4})-(\d{4})-(icontour|ocontour)-manual\.txt")
+
+
+def _scan_sunnybrook(kind: str) -> Callable[[Path], tuple[list[RawCase], list[Path]]]:
+    """One folder per patient under ``raw`` holding its cine DICOM series (``IM-0001-<frame>.dcm``, any depth) and
+    its expert contours (``IM-0001-<frame>-{icontour,ocontour}-manual.txt``, any depth); ``kind`` selects the
+    endocardium (``icontour``) or epicardium (``ocontour``) task. Case id: ``<patient>_<series>_<frame>``."""
+
+    def scan(raw: Path) -> tuple[list[RawCase], list[Path]]:
+        cases, stray = [], []
+        for patient in sorted(p for p in raw.iterdir() if p.is_dir()):
+            dicoms = {p.stem: p for p in patient.rglob("IM-*.dcm")}
+            for contour in sorted(patient.rglob(f"IM-*-{kind}-manual.txt")):
+                match = _CONTOUR.fullmatch(contour.name)
+                if match is None:
+                    continue
+                series, frame = match.group(1), match.group(2)
+                dicom = dicoms.get(f"IM-{series}-{frame}")
+                if dicom is None:
+                    stray.append(contour)
+                    continue
+                cases.append(RawCase(f"{patient.name}_{series}_{frame}", dicom, [contour], patient.name))
+        return cases, stray
+
+    return scan
+
+
+def read_contour(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Fill the polygon of a Sunnybrook contour file ("x y" per line, x = column, y = row, in pixels)."""
+    from PIL import Image, ImageDraw
+
+    try:
+        points = [tuple(float(v) for v in line.split()[:2]) for line in path.read_text().splitlines() if line.strip()]
+    except ValueError as e:
+        raise DatalistError(f"contour {path} is not 'x y' numbers per line: {e}") from e
+    if len(points) < 3:
+        raise DatalistError(f"contour {path} has {len(points)} points; a polygon needs 3.")
+    canvas = Image.new("L", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon(points, fill=1, outline=1)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _load_sunnybrook(case: RawCase) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(case.image))
+        image = np.asarray(ds.pixel_array)
+    except Exception as e:  # noqa: BLE001 (pydicom raises many kinds)
+        raise DatalistError(f"{case.image} is not a readable DICOM image: {e}") from e
+    if image.ndim != 2:
+        raise DatalistError(f"{case.image} is not a single 2D frame (shape {list(image.shape)}).")
+    spacing = tuple(float(v) for v in getattr(ds, "PixelSpacing", (1.0, 1.0)))
+    return image.astype(np.int16 if image.max() < 32768 else np.int32), read_contour(case.masks[0], image.shape), spacing
+
+
+def _patient_split(ratios: tuple[float, float, float]) -> Callable[[list[RawCase], int], dict[str, list[str]]]:
+    """Split by patient (the ``part`` of each case), so that no patient's frames are in two sections."""
+
+    def split(cases: list[RawCase], seed: int) -> dict[str, list[str]]:
+        patients = sorted({c.part for c in cases})
+        parts = split_ids(patients, ratios, seed)
+        return {s: sorted(c.case_id for c in cases if c.part in set(p)) for s, p in
+                zip(("training", "validation", "testing"), parts, strict=True)}  # fmt: skip
+
+    return split
+
+
 CONVERTERS: dict[str, Converter] = {
     c.name: c
     for c in (
@@ -266,6 +343,14 @@ CONVERTERS: dict[str, Converter] = {
                   {"testing": "last 8", "validation_of_training": 0.2}),
         Converter("stare", "STARE (the 20 labelled images, Hoover labels .ah); 70/10/20", _scan_stare,
                   ratio_split((0.7, 0.1, 0.2)), LITENEXT_SPLIT, mask_rule="threshold"),
+        Converter("sunnybrook_endo", "Sunnybrook Cardiac Data: endocardium (icontour) filled on the matching cine "
+                  "DICOM frames, 2D NIfTI with pixel spacing; LiteNeXt split 8:1:1, by patient", _scan_sunnybrook(
+                  "icontour"), _patient_split((0.8, 0.1, 0.1)), {"training": 0.8, "validation": 0.1, "testing": 0.1,
+                  "unit": "patient"}, load_case=_load_sunnybrook, suffix=".nii.gz"),
+        Converter("sunnybrook_epi", "Sunnybrook Cardiac Data: epicardium (ocontour) filled on the matching cine "
+                  "DICOM frames, 2D NIfTI with pixel spacing; LiteNeXt split 8:1:1, by patient", _scan_sunnybrook(
+                  "ocontour"), _patient_split((0.8, 0.1, 0.1)), {"training": 0.8, "validation": 0.1, "testing": 0.1,
+                  "unit": "patient"}, load_case=_load_sunnybrook, suffix=".nii.gz"),
         Converter("chest_xray", "Shenzhen (566 with masks) for training/validation 0.8/0.2 (453/113), all 138 "
                   "Montgomery (left + right masks merged) for testing (LiteNeXt)", _scan_cxr,
                   official_then_ratio_split(("montgomery",), 0.2),

@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Train a bundle on a prepared dataset with an epoch budget, evaluate it on the test split, and write the figures.
+
+    python scripts/benchmark.py --bundle cmunext_xxs --dataset_dir data/kvasir_seg \\
+        --datalist data_lists/kvasir_seg.json --epochs 20 --image_size 128 128 --seeds 0 1 2 --out results/kvasir
+
+For every seed it runs ``monai.bundle run training`` then ``run evaluating`` (the bundle's own configs, selection on
+the validation split, metrics on the held-out testing split), each in its own process and output folder, and
+writes ``benchmark.json`` (settings, wall times, per-image and pooled IoU, Dice, precision and recall for each seed,
+mean and standard deviation over seeds, and the per-image values) and ``benchmark.md`` (a Markdown table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("benchmark")
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ("iou", "dice", "precision", "recall")
+
+
+def _bundle_cmd(bundle: str, configs: list[str], run_id: str, overrides: dict) -> list[str]:
+    files = [str(ROOT / "bundles" / bundle / "configs" / c) for c in configs]
+    config = files[0] if len(files) == 1 else json.dumps(files)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config,
+           "--logging_file", str(ROOT / "bundles" / bundle / "configs" / "logging.conf")]  # fmt: skip
+    for key, value in overrides.items():
+        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return cmd
+
+
+def _run(cmd: list[str], log_file: Path) -> float:
+    start = time.perf_counter()
+    with open(log_file, "w") as log:
+        result = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed (exit {result.returncode}); see {log_file}")
+    return time.perf_counter() - start
+
+
+def read_metrics(eval_dir: Path) -> dict:
+    """Per-image means and pooled values from the evaluation's ``metrics.csv``, and the per-image values."""
+    with open(eval_dir / "metrics.csv") as f:
+        summary = {row[0]: float(row[1]) for row in csv.reader(f) if row}
+    result = {
+        "mean": {m: summary[f"mean_{m}"] for m in METRICS},
+        "pooled": {m: summary[f"pooled_{m}"] for m in METRICS},
+    }
+    per_image = {}
+    for m in METRICS:
+        with open(eval_dir / f"mean_{m}_raw.csv") as f:
+            rows = list(csv.reader(f, delimiter="\t"))[1:]
+        per_image[m] = {Path(r[0]).name: float(r[1]) for r in rows if r}
+    result["per_image"] = per_image
+    return result
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Mean and (sample) standard deviation over seeds of every per-image-mean and pooled metric."""
+    out = {}
+    for kind in ("mean", "pooled"):
+        out[kind] = {}
+        for m in METRICS:
+            values = [r["metrics"][kind][m] for r in runs]
+            out[kind][m] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            }
+    return out
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        f"{s['bundle']} on {s['datalist']}: {s['epochs']} epochs at {s['image_size'][0]}x{s['image_size'][1]}, "
+        f"seeds {s['seeds']}, test split of {result['runs'][0]['test_images']} images",
+        "",
+        "| metric | per-image mean | pooled over pixels |",
+        "|---|---|---|",
+    ]
+    for m in METRICS:
+        a, b = result["summary"]["mean"][m], result["summary"]["pooled"][m]
+        pm = len(s["seeds"]) > 1
+        lines.append(
+            f"| {m} | {a['mean']:.4f}" + (f" +- {a['std']:.4f}" if pm else "") + f" | {b['mean']:.4f}"
+            + (f" +- {b['std']:.4f}" if pm else "") + " |"
+        )  # fmt: skip
+    times = ", ".join(f"{r['train_seconds']:.0f} s" for r in result["runs"])
+    lines += ["", f"training wall time per seed: {times}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True, choices=sorted(p.name for p in (ROOT / "bundles").iterdir()))
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--datalist", required=True)
+    parser.add_argument("--epochs", type=int, required=True, help="the epoch budget")
+    parser.add_argument("--image_size", type=int, nargs=2, default=(256, 256))
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON", help="extra bundle override")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    for item in args.override:
+        key, _, value = item.partition("=")
+        extra[key] = json.loads(value)
+    runs = []
+    for seed in args.seeds:
+        run_dir = out / f"seed_{seed}"
+        common = {
+            "bundle_root": str(ROOT / "bundles" / args.bundle), "dataset_dir": str(Path(args.dataset_dir).resolve()),
+            "datalist": str(Path(args.datalist).resolve()), "ckpt_dir": str(run_dir / "models"),
+            "image_size": list(args.image_size), "seed": seed, "progress_bar": "false", **extra,
+        }  # fmt: skip
+        train = {**common, "epochs": args.epochs, "batch_size": args.batch_size, "output_dir": str(run_dir / "train")}
+        logger.info("seed %d: training %s for %d epochs", seed, args.bundle, args.epochs)
+        train_s = _run(_bundle_cmd(args.bundle, ["train.json"], "training", train), run_dir / "train.log")
+        logger.info("seed %d: evaluating on the testing split", seed)
+        evaluate = {**common, "output_dir": str(run_dir / "eval")}
+        _run(_bundle_cmd(args.bundle, ["train.json", "evaluate.json"], "evaluating", evaluate), run_dir / "eval.log")
+        metrics = read_metrics(run_dir / "eval")
+        runs.append({"seed": seed, "train_seconds": train_s, "metrics": metrics,
+                     "test_images": len(metrics["per_image"]["dice"])})  # fmt: skip
+        logger.info("seed %d: test Dice %.4f (pooled %.4f) in %.0f s", seed, metrics["mean"]["dice"],
+                    metrics["pooled"]["dice"], train_s)  # fmt: skip
+    result = {
+        "settings": {"bundle": args.bundle, "dataset_dir": args.dataset_dir, "datalist": args.datalist,
+                     "epochs": args.epochs, "image_size": list(args.image_size), "batch_size": args.batch_size,
+                     "seeds": args.seeds, "overrides": extra, "cpu_count": os.cpu_count()},
+        "runs": runs,
+        "summary": summarize(runs),
+    }  # fmt: skip
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (out / "benchmark.md").write_text(table)
+    logger.info("wrote %s and %s\n%s", out / "benchmark.json", out / "benchmark.md", table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
