@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for seed in args.seeds:
         run_dir = out / f"seed_{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
         common = {
             "bundle_root": str(ROOT / "bundles" / args.bundle), "dataset_dir": str(Path(args.dataset_dir).resolve()),
             "datalist": str(Path(args.datalist).resolve()), "ckpt_dir": str(run_dir / "models"),

@@ -212,9 +212,7 @@ def fake_sunnybrook(root: Path, patients: int = 10) -> None:
         contours.mkdir(parents=True)
         for frame in (20, 40):
             (contours / f"IM-0001-{frame:04d}-icontour-manual.txt").write_text("4.0 2.0\n12.0 2.0\n12.0 8.0\n4.0 8.0\n")
-            (contours / f"IM-0001-{frame:04d}-ocontour-manual.txt").write_text(
-                "3 2\n20 2\n20 15\n3 15\n"
-            )
+            (contours / f"IM-0001-{frame:04d}-ocontour-manual.txt").write_text("3 2\n20 2\n20 15\n3 15\n")
 
 
 # dataset -> (fake tree, expected counts training/validation/testing)
@@ -368,6 +366,22 @@ def test_bad_layouts_fail_clearly(tmp_path):
         prepare("kvasir", raw, tmp_path / "o7")
     with pytest.raises(DatalistError, match="is not a folder"):
         prepare("kvasir_seg", tmp_path / "absent", tmp_path / "o8")
+
+
+def test_tiff_pillow_cannot_open_is_read_with_itk(tmp_path):
+    """CVC-ClinicDB ships some TIFFs Pillow cannot open: a 3-channel float TIFF stands in for them."""
+    import itk
+    from PIL import UnidentifiedImageError
+
+    raw = tmp_path / "raw"
+    fake_cvc_clinicdb(raw, n=5)
+    frame = _rgb(3).astype(np.float32)
+    itk.imwrite(itk.image_from_array(frame, is_vector=True), str(raw / "Original" / "3.tif"))
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(raw / "Original" / "3.tif")
+    prepare("cvc_clinicdb", raw, tmp_path / "out", progress=False)
+    written = np.asarray(Image.open(tmp_path / "out" / "images" / "3.png"))
+    assert written.shape == (H, W, 3) and np.corrcoef(written.ravel(), frame.ravel())[0, 1] > 0.99
 
 
 def test_duplicated_ids_fail(tmp_path):

@@ -108,12 +108,23 @@ def read_array(path: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as pil_error:
         if path.suffix.lower() not in (".tif", ".tiff"):
             raise DatalistError(f"{path} is not a readable image: {pil_error}") from pil_error
-        try:
-            import itk
+        return _read_itk(path, pil_error)
 
-            return np.asarray(itk.imread(str(path)))
-        except Exception as e:  # noqa: BLE001 (ITK raises plain RuntimeErrors)
-            raise DatalistError(f"{path} is not a readable image (Pillow: {pil_error}; ITK: {e})") from e
+
+def _read_itk(path: Path, pil_error: Exception) -> np.ndarray:
+    """ITK's reader with its default pixel type, then as a float vector image (multi-channel float TIFFs)."""
+    import itk
+
+    try:
+        return np.asarray(itk.imread(str(path)))
+    except Exception:  # noqa: BLE001 (ITK raises RuntimeError or TemplateTypeError for unwrapped pixel types)
+        pass
+    try:
+        reader = itk.ImageFileReader[itk.VectorImage[itk.F, 2]].New(FileName=str(path))
+        reader.Update()
+        return np.asarray(itk.array_from_image(reader.GetOutput()))
+    except Exception as e:  # noqa: BLE001
+        raise DatalistError(f"{path} is not a readable image (Pillow: {pil_error}; ITK: {e})") from e
 
 
 def binary_mask(array: np.ndarray, rule: str, path: Path) -> np.ndarray:
