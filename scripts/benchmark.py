@@ -58,8 +58,8 @@ def read_metrics(eval_dir: Path) -> dict:
     per_image = {}
     for m in METRICS:
         with open(eval_dir / f"mean_{m}_raw.csv") as f:
-            rows = list(csv.reader(f, delimiter="\t"))[1:]
-        per_image[m] = {Path(r[0]).name: float(r[1]) for r in rows if r}
+            rows = list(csv.reader(f))[1:]  # filename, class values..., mean
+        per_image[m] = {Path(r[0]).name: float(r[-1]) for r in rows if r}
     result["per_image"] = per_image
     return result
 
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", required=True, help="results folder")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON", help="extra bundle override")
+    parser.add_argument("--reuse", action="store_true", help="keep the seeds already evaluated in --out (resume)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -128,12 +129,21 @@ def main(argv: list[str] | None = None) -> int:
             "datalist": str(Path(args.datalist).resolve()), "ckpt_dir": str(run_dir / "models"),
             "image_size": list(args.image_size), "seed": seed, "progress_bar": "false", **extra,
         }  # fmt: skip
-        train = {**common, "epochs": args.epochs, "batch_size": args.batch_size, "output_dir": str(run_dir / "train")}
-        logger.info("seed %d: training %s for %d epochs", seed, args.bundle, args.epochs)
-        train_s = _run(_bundle_cmd(args.bundle, ["train.json"], "training", train), run_dir / "train.log")
-        logger.info("seed %d: evaluating on the testing split", seed)
-        evaluate = {**common, "output_dir": str(run_dir / "eval")}
-        _run(_bundle_cmd(args.bundle, ["train.json", "evaluate.json"], "evaluating", evaluate), run_dir / "eval.log")
+        done = run_dir / "train_seconds.txt"
+        if args.reuse and done.is_file() and (run_dir / "eval" / "metrics.csv").is_file():
+            logger.info("seed %d: reusing the finished run in %s", seed, run_dir)
+            train_s = float(done.read_text())
+        else:
+            train = {**common, "epochs": args.epochs, "batch_size": args.batch_size,
+                     "output_dir": str(run_dir / "train")}  # fmt: skip
+            logger.info("seed %d: training %s for %d epochs", seed, args.bundle, args.epochs)
+            train_s = _run(_bundle_cmd(args.bundle, ["train.json"], "training", train), run_dir / "train.log")
+            done.write_text(f"{train_s:.1f}\n")
+            logger.info("seed %d: evaluating on the testing split", seed)
+            evaluate = {**common, "output_dir": str(run_dir / "eval")}
+            _run(
+                _bundle_cmd(args.bundle, ["train.json", "evaluate.json"], "evaluating", evaluate), run_dir / "eval.log"
+            )
         metrics = read_metrics(run_dir / "eval")
         runs.append({"seed": seed, "train_seconds": train_s, "metrics": metrics,
                      "test_images": len(metrics["per_image"]["dice"])})  # fmt: skip

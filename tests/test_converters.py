@@ -461,3 +461,13 @@ def test_benchmark_trains_a_bundle_on_a_prepared_dataset(tmp_path):
     table = (tmp_path / "results" / "benchmark.md").read_text()
     assert "| dice |" in table and "+-" in table
     assert (tmp_path / "results" / "seed_1" / "models" / "model.pt").is_file()
+
+    # --reuse: finished seeds are not trained again (an interrupted benchmark resumes)
+    again = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--bundle", "cmunext_xxs", "--dataset_dir", str(tmp_path / "prepared"),
+         "--datalist", str(tmp_path / "prepared" / "datalist.json"), "--epochs", "1", "--image_size", "32", "32",
+         "--seeds", "0", "1", "--out", str(tmp_path / "results"), "--reuse"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 2, again.stderr[-3000:]
+    assert json.loads((tmp_path / "results" / "benchmark.json").read_text())["summary"] == bench["summary"]
