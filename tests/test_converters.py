@@ -384,6 +384,13 @@ def test_tiff_pillow_cannot_open_is_read_with_itk(tmp_path):
     assert written.shape == (H, W, 3) and np.corrcoef(written.ravel(), frame.ravel())[0, 1] > 0.99
 
 
+def test_monuseg_image_without_annotation_fails(tmp_path):
+    fake_monuseg(tmp_path / "raw")
+    next((tmp_path / "raw").rglob("TCGA-01-0000.xml")).unlink()
+    with pytest.raises(DatalistError, match=r"TCGA-01-0000\.tif has no mask"):
+        prepare("monuseg", tmp_path / "raw", tmp_path / "out", progress=False)
+
+
 def test_duplicated_ids_fail(tmp_path):
     raw = tmp_path / "raw"
     fake_monuseg(raw)

@@ -178,7 +178,7 @@ def _validate_listing(converter: Converter, raw: Path, cases: list[RawCase], str
         for p in [c.image, *c.masks, *c.extra.values()]:
             if not p.is_file():
                 problems.append(f"{p} does not exist (case {c.case_id})")
-        if not c.masks and converter.read_mask is None:
+        if not c.masks:
             problems.append(f"{c.image} has no mask")
     problems += [f"{p} matches no image (extra file)" for p in stray]
     if problems:
@@ -196,7 +196,7 @@ def _load_pixels(converter: Converter, case: RawCase) -> tuple[np.ndarray, np.nd
         image = ((image - lo) / (hi - lo if hi > lo else 1.0) * 255).round().astype(np.uint8)
     h, w = image.shape[:2]
     if converter.read_mask is not None:
-        return image, converter.read_mask(case.masks[0] if case.masks else case.image, (h, w))
+        return image, converter.read_mask(case.masks[0], (h, w))
     mask = np.zeros((h, w), np.uint8)
     for path in case.masks:
         m = binary_mask(read_array(path), converter.mask_rule, path)
