@@ -25,12 +25,9 @@ import copy
 import torch
 from torch import nn
 
+from lightseg.networks.blocks.litenext import pooled_embedding
+
 __all__ = ["SeRP", "pooled_embedding", "serp_cosine_loss"]
-
-
-def pooled_embedding(features: torch.Tensor) -> torch.Tensor:
-    """``GAP(f) + GMP(f)``: ``(B, C, H, W) -> (B, C)``."""
-    return features.mean(dim=(2, 3)) + features.amax(dim=(2, 3))
 
 
 def serp_cosine_loss(e_m: torch.Tensor, e_t: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

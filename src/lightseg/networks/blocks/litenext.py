@@ -12,7 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GCF", "ChannelLayerNorm", "ConvLNGELU", "LGEMixer", "ResidualBlock", "ScaleContext"]
+__all__ = [
+    "GCF",
+    "ChannelLayerNorm",
+    "ConvLNGELU",
+    "LGEMixer",
+    "ResidualBlock",
+    "ScaleContext",
+    "pooled_embedding",
+]
+
+
+def pooled_embedding(features: torch.Tensor) -> torch.Tensor:
+    """``GAP(f) + GMP(f)``: ``(B, C, H, W) -> (B, C)`` (GCF keys, SeRP projectors)."""
+    return features.mean(dim=(2, 3)) + features.amax(dim=(2, 3))
 
 
 class ChannelLayerNorm(nn.Module):
@@ -84,8 +97,7 @@ class ScaleContext(nn.Module):
         v = self.value(x)
         if v.shape[-2] != size[0] or v.shape[-1] != size[1]:
             v = F.interpolate(v, size=size, mode="bilinear", align_corners=False)
-        pooled = x.mean(dim=(2, 3)) + x.amax(dim=(2, 3))
-        return v, self.key(pooled)
+        return v, self.key(pooled_embedding(x))
 
 
 class GCF(nn.Module):
