@@ -17,6 +17,8 @@ BUNDLES = ROOT / "bundles"
 SHARED = ROOT.parent / "shared"
 SCHEMA = SHARED / "schemas" / "meta_schema_20220324.json"
 SCHEMA_MD5 = "662135097106b71067cd1fc657f8720f"
+# Every bundle folder is tested: a new bundle is covered without editing a test.
+BUNDLE_NAMES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
 
 
 def write_case(root: Path, name: str, h: int, w: int, rgb: bool, rng: np.random.Generator) -> dict:

@@ -13,9 +13,10 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, LoadImage
 from PIL import Image
 
-from .conftest import BUNDLES
+from .conftest import BUNDLE_NAMES, BUNDLES
 
-BUNDLE_NAMES = ("cmunext_xxs", "litenext", "lvunet", "mininet")
+# (in_channels, out_channels): RGB binary (the default), grayscale binary, RGB 3-class
+VARIANTS = {"rgb": (3, 1), "gray": (1, 1), "3class": (3, 3)}
 EXPECTED_POST = ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged", "SqueezeDimd", "CastToTyped"]
 
 
@@ -26,6 +27,11 @@ def _targets(items: list[dict]) -> list[str]:
 @pytest.fixture(params=BUNDLE_NAMES)
 def bundle(request) -> str:
     return request.param
+
+
+@pytest.fixture(params=list(VARIANTS))
+def variant(request) -> tuple[int, int]:
+    return VARIANTS[request.param]
 
 
 def _configs(bundle: str):
@@ -43,14 +49,17 @@ def test_only_monai_builtin_transforms_in_pre_and_post(bundle):
     assert "lightseg" not in text
 
 
-def test_postprocessing_chain_is_the_label_and_deploy_one(bundle):
+def test_postprocessing_chain_is_the_label_and_deploy_one(bundle, variant):
     config = json.loads((_configs(bundle) / "inference.json").read_text())
     post = config["postprocessing"]["transforms"]
     assert _targets(post) == EXPECTED_POST
-    assert post[0]["sigmoid"] is True
     assert post[1]["keys"] == "pred" and post[1]["orig_keys"] == "image"
-    assert post[2]["threshold"] == 0.5
     assert post[4]["dim"] == 0
+    parsed = _parser(bundle, in_channels=variant[0], out_channels=variant[1]).get_parsed_content("postprocessing")
+    act, discrete = parsed.transforms[0], parsed.transforms[2]
+    binary = variant[1] == 1
+    assert tuple(act.sigmoid) == (binary,) and tuple(act.softmax) == (not binary,)
+    assert tuple(discrete.argmax) == (not binary,) and tuple(discrete.threshold) == ((0.5 if binary else None),)
     meta = json.loads((_configs(bundle) / "metadata.json").read_text())
     assert set(meta["network_data_format"]["inputs"]) == {"image"}
     assert set(meta["network_data_format"]["outputs"]) == {"pred"}
@@ -77,19 +86,27 @@ def _parser(bundle: str, **overrides) -> ConfigParser:
     return parser
 
 
-def _marker_net() -> torch.nn.Module:
-    """A 1x1 convolution that marks bright pixels: a stand-in model whose right answer is known."""
-    net = torch.nn.Conv2d(3, 1, 1)
+def _marker_net(in_channels: int = 3, out_channels: int = 1) -> torch.nn.Module:
+    """A 1x1 convolution that marks bright pixels: a stand-in model whose right answer is known.
+
+    Binary: the logit is the sum of the normalized channels. N classes: class 1 scores +sum, the background
+    -sum, the others 0, so bright pixels are class 1 and dark ones background."""
+    net = torch.nn.Conv2d(in_channels, out_channels, 1)
     with torch.no_grad():
-        net.weight.fill_(1.0)
+        net.weight.zero_()
         net.bias.zero_()
+        if out_channels == 1:
+            net.weight.fill_(1.0)
+        else:
+            net.weight[0].fill_(-1.0)
+            net.weight[1].fill_(1.0)
     return net.eval()
 
 
-def test_monai_label_style_inference(tmp_path, bundle):
+def test_monai_label_style_inference(tmp_path, bundle, variant):
     """MONAI Label: LoadImaged(image_only=False), SaveImaged stripped; the last transform yields (W, H) uint8."""
     path, expected = _bright_block_image(tmp_path)
-    parser = _parser(bundle)
+    parser = _parser(bundle, in_channels=variant[0], out_channels=variant[1])
     pre = parser.get_parsed_content("preprocessing")
     for t in pre.transforms:
         if type(t).__name__ == "LoadImaged":
@@ -97,25 +114,41 @@ def test_monai_label_style_inference(tmp_path, bundle):
     post_items = [t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"]
     data = pre({"image": str(path)})
     with torch.no_grad():
-        data["pred"] = _marker_net()(data["image"][None])[0]
+        assert data["image"].shape[0] == variant[0]
+        data["pred"] = _marker_net(*variant)(data["image"][None])[0]
     out = Compose(post_items)(data)
     mask = np.asarray(out["pred"])
     assert mask.dtype == np.uint8 and mask.shape == (70, 45)  # MONAI's (W, H) order, no channel
-    np.testing.assert_array_equal(mask.T > 0, expected)
+    np.testing.assert_array_equal(mask.T, expected.astype(np.uint8))  # label values 0/1 (class 1 for 3 classes)
 
 
-def test_monai_deploy_style_inference_from_exported_torchscript(tmp_path, bundle):
+def test_rgb_input_to_a_gray_model_is_converted(tmp_path, bundle):
+    """A 1-channel model gets the luminance of RGB(A) files; grayscale files are not forced to RGB."""
+    path, _ = _bright_block_image(tmp_path)
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.stack([np.asarray(Image.open(path))] * 3 + [np.full((45, 70), 255, np.uint8)], -1)).save(rgb)
+    pre = _parser(bundle, in_channels=1).get_parsed_content("preprocessing")
+    gray, colour = pre({"image": str(path)})["image"], pre({"image": str(rgb)})["image"]
+    assert gray.shape[0] == 1 and colour.shape[0] == 1
+    torch.testing.assert_close(colour, gray, atol=1e-4, rtol=0)
+
+
+def test_monai_deploy_style_inference_from_exported_torchscript(tmp_path, bundle, variant):
     """MONAI Deploy: model.ts from ckpt_export carries extra/inference.json; Load/Save transforms are dropped."""
     from monai.bundle import ckpt_export
 
     path, expected = _bright_block_image(tmp_path)
-    torch.save(_marker_net().state_dict(), tmp_path / "model.pt")
+    torch.save(_marker_net(*variant).state_dict(), tmp_path / "model.pt")
     ts = tmp_path / "model.ts"
-    net_def = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1}
+    net_def = {"_target_": "torch.nn.Conv2d", "in_channels": variant[0], "out_channels": variant[1], "kernel_size": 1}
+    # the trained channel counts are embedded in the archive's config, as lightseg.export writes it
+    config = json.loads((_configs(bundle) / "inference.json").read_text())
+    config.update(in_channels=variant[0], out_channels=variant[1], network_def=net_def)
+    (tmp_path / "inference.json").write_text(json.dumps(config, indent=4))
     ckpt_export(
         net_id="network_def", filepath=str(ts), ckpt_file=str(tmp_path / "model.pt"),
-        meta_file=str(_configs(bundle) / "metadata.json"), config_file=str(_configs(bundle) / "inference.json"),
-        bundle_root=str(BUNDLES / bundle), network_def=net_def,
+        meta_file=str(_configs(bundle) / "metadata.json"), config_file=str(tmp_path / "inference.json"),
+        bundle_root=str(BUNDLES / bundle),
     )  # fmt: skip
     extra = {"inference.json": "", "metadata.json": ""}
     model = torch.jit.load(str(ts), _extra_files=extra)
@@ -131,15 +164,16 @@ def test_monai_deploy_style_inference_from_exported_torchscript(tmp_path, bundle
         data["pred"] = model(data["image"][None])[0]
     mask = np.asarray(post(data)["pred"])
     assert mask.shape == (70, 45) and mask.dtype == np.uint8
-    np.testing.assert_array_equal(mask.T > 0, expected)  # the app transposes MONAI's (W, H) back
+    np.testing.assert_array_equal(mask.T, expected.astype(np.uint8))  # the app transposes MONAI's (W, H) back
 
 
-def test_default_inference_size_is_network_compatible(bundle):
-    """The configured size must be accepted by the network (its divisor)."""
+def test_default_inference_size_is_network_compatible(bundle, variant):
+    """The configured size must be accepted by the network (its divisor), for every channel/class setting."""
     parser = ConfigParser()
     parser.read_config(str(_configs(bundle) / "inference.json"))
     parser["bundle_root"] = str(BUNDLES / bundle)
+    parser["in_channels"], parser["out_channels"] = variant
     size = parser.get_parsed_content("image_size")
     net = parser.get_parsed_content("network_def").eval()
     with torch.no_grad():
-        assert net(torch.zeros(1, 3, *size)).shape == (1, 1, *size)
+        assert net(torch.zeros(1, variant[0], *size)).shape == (1, variant[1], *size)

@@ -29,12 +29,43 @@ __all__ = [
 ]
 
 
-def list_images(source: str, key: str = "testing", base_dir: str | None = None) -> list[dict]:
+def list_images(
+    source: str, key: str = "testing", base_dir: str | None = None, in_channels: int | None = None
+) -> list[dict]:
     """Inference inputs: every supported image file in a folder (sorted), or one section of a datalist.
 
     A folder is searched non-recursively; files whose name contains ``_seg`` (our own outputs) are skipped.
+    With ``in_channels`` 1 the colour files among them are logged (inference converts them to grayscale).
     Raises :class:`DatalistError` when the folder or datalist does not exist or yields no image.
     """
+    entries = _list_images(source, key, base_dir)
+    if in_channels is not None and int(in_channels) == 1:
+        _log_colour_inputs(entries)
+    return entries
+
+
+def _log_colour_inputs(entries: list[dict]) -> None:
+    import logging
+
+    from lightseg.data.io import read_header
+
+    colour = []
+    for entry in entries:
+        try:
+            if read_header(entry["image"]).channels >= 3:
+                colour.append(entry["image"])
+        except DatalistError:
+            continue  # unreadable files fail with their own message when loaded
+    if colour:
+        shown = ", ".join(str(c) for c in colour[:5]) + (f" and {len(colour) - 5} more" if len(colour) > 5 else "")
+        logging.getLogger("lightseg.data").info(
+            "the model takes 1 channel: %d RGB(A) input(s) are converted to grayscale (luminance): %s",
+            len(colour),
+            shown,
+        )
+
+
+def _list_images(source: str, key: str = "testing", base_dir: str | None = None) -> list[dict]:
     from pathlib import Path
 
     from lightseg.data.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES

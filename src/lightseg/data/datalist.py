@@ -75,17 +75,20 @@ def _read_datalist(datalist: str | os.PathLike) -> dict:
         raise DatalistError(f"datalist {path} is not valid JSON: {e}.") from e
 
 
-def _check_mask_values(path: str, mask_threshold: float | None) -> None:
+def _check_mask_values(path: str, mask_threshold: float | None, out_channels: int = 1) -> None:
     """Decode a mask with MONAI's loader and apply the training-time binarisation check."""
     from monai.transforms import EnsureChannelFirst, LoadImage
 
-    from lightseg.transforms.prepare import binarize_mask
+    from lightseg.transforms.prepare import binarize_mask, class_mask
 
     mask = EnsureChannelFirst()(LoadImage(image_only=True, reader=["PydicomReader"])(path))
     while mask.dim() > 3 and mask.shape[-1] == 1:
         mask = mask[..., 0]
     try:
-        binarize_mask(mask, mask_threshold, name=path)
+        if int(out_channels) > 1:
+            class_mask(mask, int(out_channels), name=path)
+        else:
+            binarize_mask(mask, mask_threshold, name=path)
     except ValueError as e:
         raise DatalistError(str(e)) from None
 
@@ -96,6 +99,7 @@ def validate_entries(
     where: str = "datalist",
     check_mask_values: bool = True,
     mask_threshold: float | None = None,
+    out_channels: int = 1,
 ) -> None:
     """Check that every image (and label) exists, is readable, has a usable channel count and matching size.
 
@@ -124,7 +128,7 @@ def validate_entries(
                     f"{_hw(image.spatial_shape)} (height x width); they must be the same size."
                 )
             if check_mask_values:
-                _check_mask_values(str(entry["label"]), mask_threshold)
+                _check_mask_values(str(entry["label"]), mask_threshold, out_channels)
 
 
 def _hw(shape: tuple[int, ...]) -> str:
@@ -138,11 +142,12 @@ def load_datalist(
     validate: bool = True,
     in_channels: int | None = 3,
     mask_threshold: float | None = None,
+    out_channels: int = 1,
 ) -> list[dict]:
     """Load section ``key`` of a Decathlon datalist with paths joined to ``base_dir``, after checking it.
 
     ``mask_threshold`` is the one given to :class:`lightseg.transforms.PrepareImageLabeld` (None: masks must be
-    {0, 1} or {0, 255}). Demo datalists (with a ``synthetic`` key) have their files generated first when missing. Raises
+    {0, 1} or {0, 255}); with ``out_channels`` N >= 2 masks are label maps with values 0..N-1. Demo datalists (with a ``synthetic`` key) have their files generated first when missing. Raises
     :class:`DatalistError` for a missing datalist, a ``base_dir`` that does not exist, an empty or absent
     section, a missing or unreadable file, a wrong channel count or an image/mask size mismatch.
     """
@@ -161,7 +166,9 @@ def load_datalist(
             if k in entry and not Path(entry[k]).is_file():
                 raise DatalistError(f"{datalist} [{key}][{n}]: {k} file {entry[k]} does not exist.")
     if validate:
-        validate_entries(entries, in_channels, f"{datalist} [{key}]", mask_threshold=mask_threshold)
+        validate_entries(
+            entries, in_channels, f"{datalist} [{key}]", mask_threshold=mask_threshold, out_channels=out_channels
+        )
     logger.info("%s: %d %s entries under %s", datalist, len(entries), key, base_dir)
     return entries
 
@@ -189,7 +196,14 @@ def ensure_demo_data(datalist: str | os.PathLike, base_dir: str | os.PathLike) -
         if all((base / c[k]).is_file() for c in cases for k in ("image", "label")):
             return False
         logger.info("generating the demo dataset (%d cases) in %s", len(cases), base)
-        generate_dataset(base, cases, seed=int(spec["seed"]), min_size=spec["min_size"], max_size=spec["max_size"])
+        generate_dataset(
+            base,
+            cases,
+            seed=int(spec["seed"]),
+            min_size=spec["min_size"],
+            max_size=spec["max_size"],
+            classes=int(spec.get("classes", 2)),
+        )
     return True
 
 
@@ -200,8 +214,15 @@ def make_demo_datalist(
     modalities: Sequence[str] = ("dermoscopy", "ultrasound"),
     min_size: int = 200,
     max_size: int = 700,
+    classes: int = 2,
 ) -> dict:
-    """The demo datalist: ``per_modality`` cases of each modality, split per modality with ``split_ids``."""
+    """The demo datalist: ``per_modality`` cases of each modality, split per modality with ``split_ids``.
+
+    ``classes=3`` describes the 3-class variant (lesion and nodule, label maps 0/1/2; train with
+    ``--out_channels 3``)."""
+    from lightseg.data.synthetic import CLASS_NAMES
+
+    extra = {"classes": classes} if classes != 2 else {}
     sections: dict[str, list[dict]] = {s: [] for s in SECTIONS}
     for modality in modalities:
         ids = [f"{modality}_{i:03d}" for i in range(per_modality)]
@@ -222,7 +243,13 @@ def make_demo_datalist(
         "source": "lightseg.data.synthetic",
         "seed": seed,
         "ratios": list(ratios),
-        "synthetic": {"seed": seed, "min_size": min_size, "max_size": max_size, "modalities": list(modalities)},
-        "labels": {"0": "background", "1": "lesion"},
+        "synthetic": {
+            "seed": seed,
+            "min_size": min_size,
+            "max_size": max_size,
+            "modalities": list(modalities),
+            **extra,
+        },
+        "labels": {str(i): name for i, name in enumerate(CLASS_NAMES[:classes])},
         **sections,
     }

@@ -10,6 +10,11 @@ Two modalities, each a pure function of ``(seed, index)`` so the same call gives
 
 Sizes are drawn per image between ``min_size`` and ``max_size`` (height and width independently), so resizing
 and the inversion back to the original size are exercised. Masks are uint8 with values 0/255.
+
+With ``classes=3`` each image also gets a second structure (:func:`add_structure`: a round bright, sharply
+bounded nodule away from the lesion, like a hyperechoic nodule in ultrasound or a white structure in
+dermoscopy), and masks are label maps 0 (background), 1 (lesion), 2 (nodule), for multi-class training. The
+binary images are unchanged by this (the nodule is drawn with its own random stream).
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ __all__ = [
     "generate_dataset",
     "dermoscopy_case",
     "ultrasound_case",
+    "add_structure",
+    "CLASS_NAMES",
 ]
 
 logger = logging.getLogger(__name__)
 MODALITIES = ("dermoscopy", "ultrasound")
+CLASS_NAMES = ("background", "lesion", "nodule")
 
 
 def _box_blur(a: np.ndarray, radius: int, axes: Sequence[int] = (0, 1)) -> np.ndarray:
@@ -158,16 +166,53 @@ def ultrasound_case(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
     return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8) * 255
 
 
+def add_structure(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the second class: a bright round nodule with a sharp rim, placed where it overlaps the lesion least.
+
+    ``mask`` is the 0/255 lesion mask; returns the image and a label map 0/1/2 (the nodule wins where they meet).
+    """
+    h, w = mask.shape
+    lesion = mask > 0
+    radius = rng.uniform(0.06, 0.11) * min(h, w)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    best, best_overlap = None, None
+    for _ in range(8):
+        cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
+        region = _lobed_region(rng, h, w, (cy, cx), radius, irregularity=0.1)
+        overlap = float((region & lesion).sum()) / max(1.0, float(region.sum()))
+        if best is None or overlap < best_overlap:
+            best, best_overlap = region, overlap
+        if overlap == 0:
+            break
+    img = image.astype(np.float32)
+    edge = _smooth(best.astype(np.float32), 1)
+    bright = 235.0 if img.ndim == 2 else np.array([240.0, 240.0, 250.0], np.float32)
+    if img.ndim == 3:
+        edge = edge[..., None]
+    img = img * (1 - 0.85 * edge) + 0.85 * edge * bright + rng.normal(0, 3, img.shape) * edge
+    labels = lesion.astype(np.uint8)
+    labels[best] = 2
+    return np.clip(img, 0, 255).astype(np.uint8), labels
+
+
 def generate_case(
-    modality: str, seed: int, index: int, min_size: int = 200, max_size: int = 700
+    modality: str, seed: int, index: int, min_size: int = 200, max_size: int = 700, classes: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask number ``index`` of ``modality`` for ``seed``; a pure function of its arguments."""
+    """Image and mask number ``index`` of ``modality`` for ``seed``; a pure function of its arguments.
+
+    ``classes`` 2: mask 0/255 (lesion); 3: label map 0/1/2 with the nodule of :func:`add_structure`.
+    """
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; available: {', '.join(MODALITIES)}.")
+    if classes not in (2, 3):
+        raise ValueError(f"classes must be 2 (binary) or 3, got {classes}.")
     rng = np.random.default_rng([seed, MODALITIES.index(modality), index])
     h, w = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
     builder = dermoscopy_case if modality == "dermoscopy" else ultrasound_case
-    return builder(rng, h, w)
+    image, mask = builder(rng, h, w)
+    if classes == 3:
+        image, mask = add_structure(np.random.default_rng([seed, MODALITIES.index(modality), index, 3]), image, mask)
+    return image, mask
 
 
 def generate_dataset(
@@ -177,6 +222,7 @@ def generate_dataset(
     min_size: int = 200,
     max_size: int = 700,
     progress: bool = True,
+    classes: int = 2,
 ) -> list[dict]:
     """Write the images and masks of ``cases`` (dicts with ``image``, ``label``, ``modality``, ``index``).
 
@@ -187,7 +233,7 @@ def generate_dataset(
 
     out = Path(out_dir)
     for case in tqdm(cases, desc="demo data", disable=not progress, unit="img"):
-        image, mask = generate_case(case["modality"], seed, int(case["index"]), min_size, max_size)
+        image, mask = generate_case(case["modality"], seed, int(case["index"]), min_size, max_size, classes)
         for rel, array in ((case["image"], image), (case["label"], mask)):
             path = out / rel
             path.parent.mkdir(parents=True, exist_ok=True)

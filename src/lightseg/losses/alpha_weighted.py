@@ -14,6 +14,10 @@ precise reading, applied at every iteration:
 The weights are recomputed from the current errors at every step: that is the "scheduler" (hard samples are
 up-weighted while they are hard, and lose their weight once learned). ``alpha="none"`` is the plain sum
 (ablation), equal to ``mean_b(L_b)``.
+
+Multi-class (N >= 2 channels, softmax): every term is computed per sample AND per foreground class (soft Dice,
+soft Jaccard and one-vs-rest BCE of the softmax probability), ``L_{b,c}``, and the alpha weights are taken over
+all (sample, class) pairs: a class a sample gets wrong is up-weighted on its own.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightseg.losses.bce_dice import _match_target, soft_dice_per_sample
+from lightseg.losses.bce_dice import foreground, probability_bce, soft_dice_per_sample
 
 __all__ = ["AlphaWeightedLoss", "instance_alpha", "soft_jaccard_per_sample"]
 
@@ -84,23 +88,29 @@ class AlphaWeightedLoss(nn.Module):
         self.last_terms: dict[str, float] = {}
         self.last_alpha: torch.Tensor | None = None
 
-    def per_sample(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each unweighted term per sample, ``(B,)``."""
-        target = _match_target(logits, target)
+    def per_sample_class(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each unweighted term per sample and scored class, ``(B, C')`` (``C' = 1`` for a binary head)."""
+        probs, fg = foreground(logits, target)
         out: dict[str, torch.Tensor] = {}
-        probs = torch.sigmoid(logits)
         if "dice" in self.terms:
-            out["dice"] = (1.0 - soft_dice_per_sample(probs, target, self.smooth)).mean(1)
+            out["dice"] = 1.0 - soft_dice_per_sample(probs, fg, self.smooth)
         if "bce" in self.terms:
-            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            out["bce"] = bce.flatten(1).mean(1)
+            if logits.shape[1] == 1:
+                bce = F.binary_cross_entropy_with_logits(logits, fg, reduction="none")
+            else:
+                bce = probability_bce(probs, fg)
+            out["bce"] = bce.flatten(2).mean(2)
         if "jaccard" in self.terms:
-            out["jaccard"] = (1.0 - soft_jaccard_per_sample(probs, target, self.smooth)).mean(1)
+            out["jaccard"] = 1.0 - soft_jaccard_per_sample(probs, fg, self.smooth)
         return out
 
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each unweighted term per sample, ``(B,)`` (the mean over scored classes)."""
+        return {k: v.mean(1) for k, v in self.per_sample_class(logits, target).items()}
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        parts = self.per_sample(logits, target)
-        total = torch.stack([parts[t] for t in self.terms]).sum(0)
+        parts = self.per_sample_class(logits, target)
+        total = torch.stack([parts[t] for t in self.terms]).sum(0).flatten()
         weights = instance_alpha(total, self.gamma) if self.alpha == "instance" else torch.ones_like(total)
         self.last_terms = {t: float(v.detach().mean()) for t, v in parts.items()}
         self.last_alpha = weights

@@ -1,8 +1,11 @@
 """``0.5 * BCEWithLogits + Dice``: the loss of CMUNeXt and CMUNeXt-XXS (paper eq. 4).
 
-Soft Dice on the sigmoid of the logits, computed per sample over all of its pixels (and per channel when the
-network has several output channels), then averaged: ``1 - mean_b (2 |p*y| + s) / (|p| + |y| + s)`` with
-``s = 1e-5`` as in the reference code.
+Soft Dice on the sigmoid of the logits, computed per sample over all of its pixels, then averaged:
+``1 - mean_b (2 |p*y| + s) / (|p| + |y| + s)`` with ``s = 1e-5`` as in the reference code.
+
+Multi-class (N >= 2 output channels, channel 0 the background; target a label map or one-hot): softmax
+cross-entropy replaces the BCE and the Dice is the mean over the foreground classes of the softmax probabilities
+(one-vs-rest), per sample. The other losses generalise the same way through :func:`foreground`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BCEDiceLoss", "soft_dice_per_sample"]
+__all__ = ["BCEDiceLoss", "foreground", "probability_bce", "soft_dice_per_sample"]
 
 
 def _match_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -21,6 +24,20 @@ def _match_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if target.shape != logits.shape:
         raise ValueError(f"target shape {list(target.shape)} does not match prediction {list(logits.shape)}.")
     return target.to(logits.dtype)
+
+
+def foreground(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, float target) of the channels a loss scores: the sigmoid of a 1-channel head, or the
+    softmax of an N-channel head without the background channel (target one-hot encoded)."""
+    target = _match_target(logits, target)
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits), target
+    return torch.softmax(logits, 1)[:, 1:], target[:, 1:]
+
+
+def probability_bce(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-pixel binary cross-entropy of probabilities (one-vs-rest on softmax outputs), ``reduction="none"``."""
+    return F.binary_cross_entropy(probs.clamp(eps, 1.0 - eps), target, reduction="none")
 
 
 def soft_dice_per_sample(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
@@ -38,8 +55,9 @@ class BCEDiceLoss(nn.Module):
         dice_weight: weight of the Dice loss (1.0 in the paper).
         smooth: additive smoothing of the Dice ratio.
 
-    Shapes: logits ``(B, C, H, W)``; target ``(B, C, H, W)`` in {0, 1}, or ``(B, 1, H, W)`` class indices when
-    ``C > 1`` (one-hot encoded here). Returns a scalar.
+    Shapes: logits ``(B, C, H, W)``; target ``(B, 1, H, W)`` in {0, 1} for ``C = 1``; for ``C > 1`` classes,
+    ``(B, 1, H, W)`` class indices (one-hot encoded here) or one-hot ``(B, C, H, W)``: then
+    ``bce_weight * CrossEntropy + dice_weight * (1 - foreground soft Dice)``. Returns a scalar.
     """
 
     def __init__(self, bce_weight: float = 0.5, dice_weight: float = 1.0, smooth: float = 1e-5) -> None:
@@ -50,6 +68,10 @@ class BCEDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _match_target(logits, target)
-        bce = F.binary_cross_entropy_with_logits(logits, target)
-        dice = soft_dice_per_sample(torch.sigmoid(logits), target, self.smooth).mean()
-        return self.bce_weight * bce + self.dice_weight * (1.0 - dice)
+        if logits.shape[1] > 1:
+            pixel = F.cross_entropy(logits, target.argmax(1))
+        else:
+            pixel = F.binary_cross_entropy_with_logits(logits, target)
+        probs, fg = foreground(logits, target)
+        dice = soft_dice_per_sample(probs, fg, self.smooth).mean()
+        return self.bce_weight * pixel + self.dice_weight * (1.0 - dice)

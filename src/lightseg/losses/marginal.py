@@ -11,6 +11,11 @@ Weight map from a binary ground-truth mask ``S`` and an odd kernel size ``k``:
 Eq. 8 sums the weighted BCE over the pixels; we divide by the sum of the weights of the image (a weighted mean
 per image, then the batch mean), so the loss has the scale of a plain BCE whatever the weights and the image size
 (equal weights give exactly ``BCEWithLogits``), and the three terms of the total loss stay commensurate.
+
+Multi-class (N >= 2 channels, softmax): the weight map is computed per foreground class from its one-hot mask
+and weights that class's one-vs-rest BCE of the softmax probability; the weighted means are averaged over
+classes. The Dice term is the foreground-class mean (see :mod:`lightseg.losses.bce_dice`); the ``bce_dice``
+ablation uses softmax cross-entropy.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightseg.losses.bce_dice import _match_target, soft_dice_per_sample
+from lightseg.losses.bce_dice import _match_target, foreground, probability_bce, soft_dice_per_sample
 
 __all__ = ["LiteNeXtLoss", "MarginalWeightLoss", "marginal_weight_map"]
 
@@ -58,9 +63,13 @@ class MarginalWeightLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _match_target(logits, target)
+        if logits.shape[1] > 1:
+            probs, target = foreground(logits, target)
+            bce = probability_bce(probs, target)
+        else:
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         w = marginal_weight_map(target, self.kernel_size, *self.weights)
-        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        per_image = (w * bce).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-12)
+        per_image = (w * bce).flatten(2).sum(2) / w.flatten(2).sum(2).clamp_min(1e-12)
         return per_image.mean()
 
 
@@ -105,8 +114,13 @@ class LiteNeXtLoss(nn.Module):
         if self.seg_loss == "mwl":
             name, pixel, weight = "mwl", self.mwl(logits, target), self.mwl_weight
         else:
-            name, pixel, weight = "bce", F.binary_cross_entropy_with_logits(logits, target), self.bce_weight
-        dice = 1.0 - soft_dice_per_sample(torch.sigmoid(logits), target, self.smooth).mean()
+            if logits.shape[1] > 1:
+                pixel = F.cross_entropy(logits, target.argmax(1))
+            else:
+                pixel = F.binary_cross_entropy_with_logits(logits, target)
+            name, weight = "bce", self.bce_weight
+        probs, fg = foreground(logits, target)
+        dice = 1.0 - soft_dice_per_sample(probs, fg, self.smooth).mean()
         total = weight * pixel + self.dice_weight * dice
         terms = {name: float(pixel.detach()), "dice": float(dice.detach())}
         serp = getattr(self.serp_source, "last_serp_loss", None) if self.serp_source is not None else None

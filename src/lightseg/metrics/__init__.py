@@ -1,4 +1,4 @@
-"""Binary segmentation metrics: functional forms and MONAI/Ignite metric handlers."""
+"""Binary and multi-class segmentation metrics: functional forms and MONAI/Ignite metric handlers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from lightseg.metrics.functional import (
     roc_auc,
     scores_from_counts,
 )
-from lightseg.metrics.segmentation import SegmentationMetric, SegmentationMetricHandler
+from lightseg.metrics.segmentation import (
+    SegmentationMetric,
+    SegmentationMetricHandler,
+    evaluation_metrics,
+    foreground_channels,
+)
 
 __all__ = [
     "METRIC_NAMES",
@@ -18,6 +23,8 @@ __all__ = [
     "SegmentationMetricHandler",
     "auc_from_histograms",
     "confusion_counts",
+    "evaluation_metrics",
+    "foreground_channels",
     "probability_histograms",
     "roc_auc",
     "scores_from_counts",

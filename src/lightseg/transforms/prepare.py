@@ -8,13 +8,16 @@ with a message naming the file for anything it cannot handle safely.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-__all__ = ["PrepareImageLabeld", "binarize_mask", "to_channels"]
+__all__ = ["PrepareImageLabeld", "binarize_mask", "class_mask", "to_channels"]
+
+logger = logging.getLogger(__name__)
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -32,10 +35,11 @@ def _squeeze_2d(x: torch.Tensor, what: str) -> torch.Tensor:
     return x
 
 
-def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+def to_channels(x: torch.Tensor, channels: int, log: bool = False) -> torch.Tensor:
     """Convert a channel-first 2D image with 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels.
 
-    Grayscale is repeated to 3 channels; alpha is dropped; RGB becomes luminance when ``channels == 1``.
+    Grayscale is repeated to 3 channels; alpha is dropped; RGB becomes luminance (ITU-R 601 weights) when
+    ``channels == 1``, with one log line naming the file when ``log`` is set (inference).
     """
     c = x.shape[0]
     if c not in (1, 2, 3, 4):
@@ -46,6 +50,8 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     if channels == 3 and x.shape[0] == 1:
         return x.repeat(3, 1, 1)
     if channels == 1 and x.shape[0] == 3:
+        if log:
+            logger.info("%s is RGB(A): converted to grayscale (luminance) for this 1-channel model", _name(x))
         weights = torch.tensor(_LUMA, dtype=torch.float32, device=x.device).view(3, 1, 1)
         return (x.float() * weights).sum(0, keepdim=True)
     if x.shape[0] != channels:
@@ -78,6 +84,34 @@ def binarize_mask(y: torch.Tensor, threshold: float | None = None, name: str | N
     return (y > 0).float()
 
 
+def class_mask(y: torch.Tensor, num_classes: int, name: str | None = None) -> torch.Tensor:
+    """A channel-first 2D label map (1 channel, or RGB(A) with equal colour channels) as one float channel of
+    class indices ``0 .. num_classes - 1`` (0 is the background).
+
+    Raises:
+        ValueError: naming the file, for colour masks whose channels differ or values outside the classes.
+    """
+    name = name or _name(y)
+    if y.shape[0] not in (1, 2, 3, 4):
+        raise ValueError(f"mask {name} has {y.shape[0]} channels; expected 1 (a label map), 3 (RGB) or 4 (RGBA).")
+    if y.shape[0] >= 3:
+        if not (torch.equal(y[0], y[1]) and torch.equal(y[0], y[2])):
+            raise ValueError(
+                f"mask {name} is a colour image with different channels; a {num_classes}-class model needs a "
+                f"label map with values 0..{num_classes - 1}."
+            )
+    y = y[:1]
+    values = torch.unique(torch.as_tensor(y)).tolist()
+    bad = [v for v in values if v != int(v) or not 0 <= v < num_classes]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if len(values) > 8 else "")
+        raise ValueError(
+            f"mask {name} has values {{{shown}}}; a {num_classes}-class model (out_channels {num_classes}) needs "
+            f"label values 0..{num_classes - 1} (0 is the background)."
+        )
+    return y.float()
+
+
 class PrepareImageLabeld(MapTransform):
     """Validate and normalise a loaded (channel-first) image and its mask.
 
@@ -91,7 +125,9 @@ class PrepareImageLabeld(MapTransform):
     Args:
         keys: ``(image_key, label_key)``; the label key may be absent from a sample (inference).
         in_channels: channels the network expects (1 or 3).
-        mask_threshold: None for strict binary masks, or a threshold for lossy masks.
+        mask_threshold: None for strict binary masks, or a threshold for lossy masks (binary models only).
+        out_channels: the network's output channels: 1 is binary (sigmoid); N >= 2 is N classes including the
+            background (softmax), and masks are label maps with values 0..N-1 (see :func:`class_mask`).
 
     Raises:
         ValueError: naming the file, for a wrong channel count, non-2D data, a size mismatch or mask values
@@ -99,18 +135,28 @@ class PrepareImageLabeld(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection = ("image", "label"), in_channels: int = 3, mask_threshold: float | None = None
+        self,
+        keys: KeysCollection = ("image", "label"),
+        in_channels: int = 3,
+        mask_threshold: float | None = None,
+        out_channels: int = 1,
     ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         if len(self.keys) != 2:
             raise ValueError(f"keys must be (image_key, label_key), got {self.keys}.")
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}.")
+        if int(out_channels) < 1:
+            raise ValueError(f"out_channels must be >= 1, got {out_channels}.")
         self.in_channels = in_channels
         self.mask_threshold = mask_threshold
+        self.out_channels = int(out_channels)
 
     def _label(self, y: torch.Tensor) -> torch.Tensor:
-        return binarize_mask(_squeeze_2d(y, "mask"), self.mask_threshold)
+        y = _squeeze_2d(y, "mask")
+        if self.out_channels > 1:
+            return class_mask(y, self.out_channels)
+        return binarize_mask(y, self.mask_threshold)
 
     def __call__(self, data: dict[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
