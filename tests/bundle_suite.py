@@ -1,6 +1,7 @@
 """One test suite for every bundle, through MONAI's own bundle tooling: zoo checks, train -> evaluate -> infer,
 MLflow (local store and a real server), resume after a killed run, torchrun on CPU, bad input, and inference on
-every supported file format. A bundle's test file subclasses :class:`BundleSuite` and sets its attributes."""
+every supported file format, and the 1-channel and 3-class paths. tests/test_bundles.py makes one subclass per
+folder in bundles/."""
 
 from __future__ import annotations
 
@@ -19,7 +20,17 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import BUNDLES, ROOT, SCHEMA, SCHEMA_MD5, _cli, bundle_config, run_bundle, tiny_overrides
+from .conftest import (
+    BUNDLES,
+    ROOT,
+    SCHEMA,
+    SCHEMA_MD5,
+    _cli,
+    bundle_config,
+    make_tiny_dataset,
+    run_bundle,
+    tiny_overrides,
+)
 from .dicom_utils import write_dicom
 
 REQUIRED_FILES = [
@@ -86,17 +97,31 @@ class BundleSuite:
     image_size: tuple[int, int] = (32, 32)  # tiny training size, a multiple of the network's divisor
     other_model_file: str = "model_final.pt"  # written next to model.pt
     deployed_params: int = 0  # parameters of the exported model.ts
+    extra_overrides: dict = {}  # e.g. {"pretrained": "none"}
+    bundles_dir: Path = BUNDLES
+
+    @property
+    def ref(self) -> str:
+        """What run_bundle takes: the name for bundles/<name>, else the bundle folder's path."""
+        return self.bundle if self.bundles_dir == BUNDLES else str(self.bundles_dir / self.bundle)
 
     @property
     def configs(self) -> Path:
-        return BUNDLES / self.bundle / "configs"
+        return self.bundles_dir / self.bundle / "configs"
 
     def overrides(self, out: Path, data: Path, datalist: Path, **extra) -> dict:
-        return tiny_overrides(out, data, datalist, bundle=self.bundle, **{"image_size": list(self.image_size), **extra})
+        return tiny_overrides(
+            out,
+            data,
+            datalist,
+            bundle=self.bundle,
+            bundles_dir=self.bundles_dir,
+            **{"image_size": list(self.image_size), **self.extra_overrides, **extra},
+        )
 
     def test_required_files_and_changelog(self):
         for rel in REQUIRED_FILES:
-            assert (BUNDLES / self.bundle / rel).is_file(), rel
+            assert (self.bundles_dir / self.bundle / rel).is_file(), rel
         meta = json.loads((self.configs / "metadata.json").read_text())
         assert meta["version"] in meta["changelog"]
         assert next(iter(meta["changelog"])) == meta["version"]
@@ -172,7 +197,7 @@ class BundleSuite:
 
             set_deep_training_slope(net, 1.0)  # a model at the end of deep training
         torch.save(net.state_dict(), tmp_path / "model.pt")
-        diff = export_torchscript(BUNDLES / self.bundle, tmp_path / "model.ts", ckpt=tmp_path / "model.pt")
+        diff = export_torchscript(self.bundles_dir / self.bundle, tmp_path / "model.ts", ckpt=tmp_path / "model.pt")
         assert diff < 1e-5
         extra = {"metadata.json": "", "inference.json": ""}
         loaded = torch.jit.load(str(tmp_path / "model.ts"), _extra_files=extra)
@@ -185,12 +210,12 @@ class BundleSuite:
         data, datalist = tiny_dataset
         out = tmp_path / "run"
         base = self.overrides(out, data, datalist)
-        log = _ok(run_bundle(self.bundle, ("train.json",), run_id="training", epochs=2, **base))
+        log = _ok(run_bundle(self.ref, ("train.json",), run_id="training", epochs=2, **base))
         assert "Epoch[2] Metrics" in log
         state = torch.load(out / "models" / "model.pt", weights_only=True)
         assert "head.weight" in state and not any(k.startswith("module.") for k in state)
         assert (out / "models" / self.other_model_file).is_file()
-        ckpt = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
+        ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
         assert _epoch(ckpt["trainer"]) == 2 and {"network", "optimizer", "lr_scheduler"} <= set(ckpt)
 
         # MLflow: the run, its hyperparameters, per-iteration loss, per-epoch metrics and the checkpoint
@@ -210,7 +235,7 @@ class BundleSuite:
         assert {"model.pt", "train.json", "metadata.json"} <= artifacts
 
         # evaluate: every metric, per image and pooled, with per-image CSVs and a summary
-        log = _ok(run_bundle(self.bundle, ("train.json", "evaluate.json"), run_id="evaluating", **base))
+        log = _ok(run_bundle(self.ref, ("train.json", "evaluate.json"), run_id="evaluating", **base))
         assert "mean_iou" in log
         summary = (out / "eval" / "metrics.csv").read_text()
         for name in ("iou", "dice", "precision", "recall", "specificity", "accuracy", "aac", "auc"):
@@ -220,7 +245,7 @@ class BundleSuite:
         assert len(rows) == 1 + 3  # header + 3 testing images
 
         # infer on the testing split: masks at the original size, values 0/255
-        _ok(run_bundle(self.bundle, ("inference.json",), **{k: v for k, v in base.items() if k != "batch_size"}))
+        _ok(run_bundle(self.ref, ("inference.json",), **{k: v for k, v in base.items() if k != "batch_size"}))
         for entry in json.loads(datalist.read_text())["testing"]:
             image = Image.open(data / entry["image"])
             name = Path(entry["image"]).stem
@@ -232,12 +257,12 @@ class BundleSuite:
         data, datalist = tiny_dataset
         out = tmp_path / "run"
         base = self.overrides(out, data, datalist, batch_size=1)
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle_config(self.bundle, "train.json"),
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle_config(self.ref, "train.json"),
                "--logging_file", str(self.configs / "logging.conf"), "--epochs", "200"]  # fmt: skip
         for k, v in base.items():
             cmd += [f"--{k}", _cli(v)]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ckpt = out / "models" / "checkpoint.pt"
+        ckpt = out / "checkpoints" / "checkpoint.pt"
         deadline = time.time() + 300
         while time.time() < deadline and not (
             ckpt.is_file() and _epoch(torch.load(ckpt, weights_only=True)["trainer"]) >= 2
@@ -250,7 +275,7 @@ class BundleSuite:
         assert 2 <= killed_at < 200
 
         target = killed_at + 2
-        log = _ok(run_bundle(self.bundle, ("train.json",), epochs=target, resume=True, **base))
+        log = _ok(run_bundle(self.ref, ("train.json",), epochs=target, resume=True, **base))
         assert f"resumed from {ckpt} at epoch {killed_at}" in log
         assert "Epoch[1] Metrics" not in log and f"Epoch[{target}] Metrics" in log
         final = torch.load(ckpt, weights_only=True)
@@ -273,7 +298,7 @@ class BundleSuite:
     def test_torchrun_two_cpu_processes(self, tiny_dataset, tmp_path):
         data, datalist = tiny_dataset
         out = tmp_path / "ddp"
-        configs = bundle_config(self.bundle, "train.json", "multi_gpu_train.json")
+        configs = bundle_config(self.ref, "train.json", "multi_gpu_train.json")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
                "-m", "monai.bundle", "run", "--config_file", configs,
                "--logging_file", str(self.configs / "logging.conf"), "--epochs", "2"]  # fmt: skip
@@ -293,7 +318,7 @@ class BundleSuite:
         content["training"][1]["label"] = "masks/missing.png"
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps(content))
-        result = run_bundle(self.bundle, ("train.json",), epochs=1, **self.overrides(tmp_path / "run", data, bad))
+        result = run_bundle(self.ref, ("train.json",), epochs=1, **self.overrides(tmp_path / "run", data, bad))
         assert result.returncode != 0
         out = result.stdout + result.stderr
         assert "masks/missing.png does not exist" in out and "[training][1]" in out
@@ -323,9 +348,9 @@ class BundleSuite:
         out = tmp_path / "out"
         _ok(
             run_bundle(
-                self.bundle,
+                self.ref,
                 ("inference.json",),
-                bundle_root=str(BUNDLES / self.bundle),
+                bundle_root=str(self.bundles_dir / self.bundle),
                 input=str(inputs),
                 ckpt_dir=str(models),
                 output_dir=str(out),
@@ -349,7 +374,7 @@ class BundleSuite:
         (inputs / "slice.nii.gz").rename(nifti_only / "slice.nii.gz")
         _ok(
             run_bundle(
-                self.bundle, ("inference.json",), bundle_root=str(BUNDLES / self.bundle), input=str(nifti_only),
+                self.ref, ("inference.json",), bundle_root=str(self.bundles_dir / self.bundle), input=str(nifti_only),
                 ckpt_dir=str(models), output_dir=str(tmp_path / "nifti_out"), image_size=[64, 64],
                 output_ext=".nii.gz", output_scale=None, network_def=net_def,
             )
@@ -387,7 +412,7 @@ class BundleSuite:
                         raise RuntimeError("mlflow server did not start") from None
                     time.sleep(0.5)
             overrides = self.overrides(tmp_path / "run", data, datalist, tracking_uri=uri, run_name="server-run")
-            _ok(run_bundle(self.bundle, ("train.json",), run_id="training", epochs=1, **overrides))
+            _ok(run_bundle(self.ref, ("train.json",), run_id="training", epochs=1, **overrides))
             assert not (tmp_path / "run" / "eval" / "mlruns.db").exists()
 
             from mlflow.tracking import MlflowClient
@@ -400,3 +425,72 @@ class BundleSuite:
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("variant", ["gray", "3class"])
+    def test_gray_and_three_class_runs(self, variant, tmp_path):
+        """--in_channels 1 and --out_channels 3 end to end: train, evaluate, infer, export, zoo check."""
+        from monai.bundle import verify_net_in_out
+
+        from lightseg.bundles import network_metadata
+        from lightseg.data.datalist import make_demo_datalist, write_json
+        from lightseg.export import export_torchscript
+
+        data = tmp_path / "data"
+        if variant == "gray":
+            datalist = make_tiny_dataset(data)  # RGB and grayscale mixed: RGB is converted to luminance
+            settings = {"in_channels": 1, "out_channels": 1}
+        else:
+            datalist = data / "datalist.json"
+            write_json(make_demo_datalist(per_modality=6, classes=3, min_size=40, max_size=90), datalist)
+            settings = {"in_channels": 3, "out_channels": 3, "labels": ["background", "lesion", "nodule"]}
+        out = tmp_path / "run"
+        base = self.overrides(out, data, datalist, **settings)
+        log = _ok(run_bundle(self.ref, ("train.json",), run_id="training", epochs=2, **base))
+        assert "Epoch[2] Metrics" in log
+        state = torch.load(out / "models" / "model.pt", weights_only=True)
+
+        _ok(run_bundle(self.ref, ("train.json", "evaluate.json"), run_id="evaluating", **base))
+        summary = (out / "eval" / "metrics.csv").read_text()
+        assert "mean_dice" in summary and "pooled_iou" in summary
+        if variant == "3class":
+            for label in ("lesion", "nodule"):
+                assert f"mean_dice_{label}" in summary and f"mean_iou_{label}" in summary
+            with open(out / "eval" / "mean_dice_raw.csv") as f:
+                header = next(csv.reader(f))
+            assert header[1:3] == ["class0", "class1"], header  # one column per foreground class
+
+        _ok(run_bundle(self.ref, ("inference.json",), **{k: v for k, v in base.items() if k != "batch_size"}))
+        allowed = {0, 1, 2} if variant == "3class" else {0, 255}
+        for entry in json.loads(datalist.read_text())["testing"]:
+            image = Image.open(data / entry["image"])
+            mask = np.array(Image.open(out / "eval" / f"{Path(entry['image']).stem}_seg.png"))
+            assert mask.shape == (image.height, image.width) and set(np.unique(mask)) <= allowed
+
+        # export with the trained settings embedded; metadata describes the trained channels and labels
+        exported = {k: v for k, v in settings.items() if k != "labels"}
+        diff = export_torchscript(
+            self.bundles_dir / self.bundle, tmp_path / "model.ts", ckpt=out / "models" / "model.pt",
+            overrides={**exported, **({"labels": settings["labels"]} if "labels" in settings else {})},
+        )  # fmt: skip
+        assert diff < 1e-4
+        extra = {"metadata.json": "", "inference.json": ""}
+        torch.jit.load(str(tmp_path / "model.ts"), _extra_files=extra)
+        embedded, meta = json.loads(extra["inference.json"]), json.loads(extra["metadata.json"])
+        assert (
+            embedded["in_channels"] == settings["in_channels"] and embedded["out_channels"] == settings["out_channels"]
+        )
+        fmt = meta["network_data_format"]
+        assert fmt["inputs"]["image"]["num_channels"] == settings["in_channels"]
+        assert fmt["outputs"]["pred"]["num_channels"] == settings["out_channels"]
+        if variant == "3class":
+            assert fmt["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion", "2": "nodule"}
+
+        # zoo check with the trained settings' metadata
+        meta_file = tmp_path / "metadata.json"
+        meta_file.write_text(json.dumps(network_metadata(self.configs / "metadata.json", **settings)))
+        verify_net_in_out(
+            net_id="network_def", meta_file=str(meta_file), config_file=str(self.configs / "inference.json"),
+            n=2, any=16, in_channels=settings["in_channels"], out_channels=settings["out_channels"],
+        )  # fmt: skip
+        assert state  # the trained weights were a plain state_dict

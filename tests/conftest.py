@@ -59,8 +59,14 @@ def tiny_dataset(tmp_path: Path) -> tuple[Path, Path]:
     return data, make_tiny_dataset(data)
 
 
-def bundle_config(bundle: str, *names: str) -> str:
-    files = [str(BUNDLES / bundle / "configs" / n) for n in names]
+def bundle_dir(bundle: str | Path) -> Path:
+    """A bundle's folder: ``bundles/<name>``, or the path itself when given a path (a bundle rendered elsewhere)."""
+    path = Path(bundle)
+    return path if path.is_absolute() else BUNDLES / bundle
+
+
+def bundle_config(bundle: str | Path, *names: str) -> str:
+    files = [str(bundle_dir(bundle) / "configs" / n) for n in names]
     return files[0] if len(files) == 1 else json.dumps(files)
 
 
@@ -83,18 +89,20 @@ def run_bundle(
     """Run ``python -m monai.bundle run [run_id]`` in a subprocess; returns the CompletedProcess (never raises)."""
     cmd = [sys.executable, "-m", "monai.bundle", "run", *([run_id] if run_id else [])]
     cmd += ["--config_file", bundle_config(bundle, *configs)]
-    cmd += ["--meta_file", str(BUNDLES / bundle / "configs" / "metadata.json")]
-    cmd += ["--logging_file", str(BUNDLES / bundle / "configs" / "logging.conf")]
+    cmd += ["--meta_file", str(bundle_dir(bundle) / "configs" / "metadata.json")]
+    cmd += ["--logging_file", str(bundle_dir(bundle) / "configs" / "logging.conf")]
     for key, value in overrides.items():
         cmd += [f"--{key}", _cli(value)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def tiny_overrides(out: Path, data: Path, datalist: Path, bundle: str = "cmunext_xxs", **extra) -> dict:
+def tiny_overrides(
+    out: Path, data: Path, datalist: Path, bundle: str = "cmunext_xxs", bundles_dir: Path = BUNDLES, **extra
+) -> dict:
     """Overrides that make a bundle train in seconds on the tiny dataset, writing under ``out``."""
     return {
-        "bundle_root": str(BUNDLES / bundle),
+        "bundle_root": str(bundles_dir / bundle),
         "ckpt_dir": str(out / "models"),
         "output_dir": str(out / "eval"),
         "dataset_dir": str(data),

@@ -11,23 +11,11 @@ import torch
 
 from lightseg.networks.blocks.mobilenetv3 import MobileNetV3Large
 
-from .bundle_suite import BundleSuite, _ok
+from .bundle_suite import _ok
 from .conftest import run_bundle, tiny_overrides
 
 # Downloads go through a proxy that refuses connections: "offline" whatever the machine's network is.
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-
-
-class TestLVUNetBundle(BundleSuite):
-    bundle = "lvunet"
-    network_name = "lvunet"
-    # 256, not 128: at 128 the deepest features are 1x1 and a last batch of one image cannot be batch-normalized
-    image_size = (256, 256)
-    other_model_file = "model_best.pt"  # with deep training, model.pt is the final-epoch model
-    deployed_params = 513_585
-
-    def overrides(self, out, data, datalist, **extra):
-        return super().overrides(out, data, datalist, **{"pretrained": "none", **extra})
 
 
 def _metrics(path: Path) -> dict[str, float]:
@@ -101,3 +89,31 @@ def test_pretrained_file_is_loaded_and_deployment_form_scores_the_same(tiny_data
     assert results[True].keys() == results[False].keys()
     for key, value in results[False].items():
         assert results[True][key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_mlflow", [True, False])
+def test_torchrun_loads_the_pretrained_file(tiny_dataset, tmp_path, torchvision_checkpoint, use_mlflow):
+    """multi_gpu_train.json appends to initialize: the pretrained step runs under torchrun, MLflow on or off
+    (it used to run only as a side effect of MLflow resolving the hyperparameters)."""
+    import os
+    import subprocess
+    import sys
+
+    from .bundle_suite import _free_port
+    from .conftest import ROOT, _cli, bundle_config
+
+    data, datalist = tiny_dataset
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "--master_addr=127.0.0.1", "-m", "monai.bundle", "run",
+           "--config_file", bundle_config("lvunet", "train.json", "multi_gpu_train.json"), "--epochs", "1",
+           "--pretrained", str(torchvision_checkpoint), "--use_mlflow", str(use_mlflow).lower()]  # fmt: skip
+    for k, v in tiny_overrides(out, data, datalist, bundle="lvunet", image_size=[256, 256]).items():
+        cmd += [f"--{k}", _cli(v)]
+    result = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    log = _ok(result)
+    assert log.count("loaded 174 MobileNetV3-Large tensors") == 2  # both ranks, before DDP broadcasts rank 0's
+    assert (out / "eval" / "mlruns.db").is_file() == use_mlflow

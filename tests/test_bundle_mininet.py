@@ -5,20 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from .bundle_suite import BundleSuite, _epoch, _ok, mlflow_run
+from .bundle_suite import _epoch, _ok, mlflow_run
 from .conftest import ROOT, run_bundle, tiny_overrides
-
-
-class TestMiniNetBundle(BundleSuite):
-    bundle = "mininet"
-    network_name = "mininet"
-    image_size = (32, 32)
-    other_model_file = "model_final.pt"
-    deployed_params = 38_193
-
-    def overrides(self, out, data, datalist, **extra):
-        # the shared tests count epochs: no early stopping there (it has tests of its own below)
-        return super().overrides(out, data, datalist, **{"early_stopping": "false", **extra})
 
 
 @pytest.mark.slow
@@ -33,7 +21,7 @@ def test_early_stopping_ends_a_run_on_the_demo_data(tmp_path):
                    early_stopping_min_delta=1.0, **overrides)
     )  # fmt: skip
     assert "early stopping at epoch 3" in log and "Epoch[4]" not in log
-    ckpt = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
+    ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
     assert _epoch(ckpt["trainer"]) == 3
     assert ckpt["trainer"]["early_stopping_counter"] == 2  # saved for a resumed run
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "model_final.pt").is_file()

@@ -34,8 +34,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Grayscale: the ImageNet statistics of the luminance the RGB -> gray conversion computes (ITU-R 601 weights),
 # so a 1-channel model sees gray images normalised as an RGB model sees their colour versions.
 _LUMA = (0.299, 0.587, 0.114)
-GRAY_MEAN = (round(sum(w * m for w, m in zip(_LUMA, IMAGENET_MEAN)), 4),)
-GRAY_STD = (round(sum(w * s for w, s in zip(_LUMA, IMAGENET_STD)), 4),)
+GRAY_MEAN = (round(sum(w * m for w, m in zip(_LUMA, IMAGENET_MEAN, strict=True)), 4),)
+GRAY_STD = (round(sum(w * s for w, s in zip(_LUMA, IMAGENET_STD, strict=True)), 4),)
 
 
 class BundleRootError(FileNotFoundError):
@@ -149,3 +149,29 @@ def intensity_stats(in_channels: int) -> tuple[list[float], list[float]]:
     if in_channels == 1:
         return list(GRAY_MEAN), list(GRAY_STD)
     raise ValueError(f"in_channels must be 1 or 3, got {in_channels}.")
+
+
+def network_metadata(
+    meta_file: str | os.PathLike, in_channels: int = 3, out_channels: int = 1, labels=None, **_ignored
+) -> dict:
+    """A bundle's ``metadata.json`` describing a model trained with these settings: input ``num_channels`` and
+    ``channel_def``, output ``num_channels`` and ``channel_def`` (label names, background first), which MONAI
+    Label lists as the model's labels."""
+    import json
+
+    meta = json.loads(Path(meta_file).read_text())
+    in_channels, out_channels = int(in_channels), int(out_channels)
+    labels = check_labels(labels if labels is not None else default_labels(out_channels), out_channels)
+    fmt = meta["network_data_format"]
+    image = fmt["inputs"]["image"]
+    image["num_channels"] = in_channels
+    image["channel_def"] = {"0": "R", "1": "G", "2": "B"} if in_channels == 3 else {"0": "gray"}
+    if in_channels == 1 and image.get("modality") == "RGB":
+        image["modality"] = "grayscale"
+    pred = fmt["outputs"]["pred"]
+    pred["num_channels"] = out_channels
+    pred["channel_def"] = {str(i): name for i, name in enumerate(labels)}
+    if out_channels > 1:
+        meta["label_classes"] = f"label map: {', '.join(f'{i} {n}' for i, n in enumerate(labels))}"
+        meta["pred_classes"] = f"{out_channels} channels of logits; the argmax of the softmax is the label"
+    return meta

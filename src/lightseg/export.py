@@ -134,9 +134,15 @@ def export_torchscript(
     tmp = out.with_name(f".{out.name}.tmp")
     meta_file = bundle / "configs" / "metadata.json"
     config_file = bundle / "configs" / config
-    if deploy or overrides:  # ckpt_export would embed the config file without the overrides
+    if deploy or overrides:  # ckpt_export would embed the config file and metadata without the overrides
         fused = reparameterize_model(eager) if deploy else eager
-        meta = json.loads(meta_file.read_text())
+        from lightseg.bundles import network_metadata
+
+        settings = json.loads(config_file.read_text())
+        settings = {k: overrides.get(k, settings.get(k)) for k in ("in_channels", "out_channels", "labels")}
+        if not isinstance(settings["labels"], list):  # the config's default is an expression
+            settings["labels"] = None
+        meta = network_metadata(meta_file, **settings)
         extra = {config_file.name: json.dumps({**json.loads(config_file.read_text()), **overrides}).encode()}
         save_net_with_metadata(
             torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra

@@ -4,7 +4,9 @@
 ``multi_gpu_train.json``, plus ``logging.conf`` and ``LICENSE``); ``recipes/<bundle>.json`` holds only what that
 bundle's paper makes different, one section per config file::
 
-    {"train": {...}, "inference": {...}, "evaluate": {...}, "multi_gpu_train": {...}}
+    {"train": {...}, "inference": {...}, "evaluate": {...}, "multi_gpu_train": {...}, "tests": {...}}
+
+(``tests`` holds hints for the shared test suite, e.g. a training size the network needs; it is not rendered.)
 
 Each section is merged onto the base file with MONAI's own semantics (``ConfigParser.load_config_files``): a
 key replaces, ``a#b#c`` reaches into nested dicts, ``+key`` appends to a list or merges into a dict. The base
@@ -125,7 +127,7 @@ def render_bundle(name: str, out_dir: str | Path | None = None, recipes: str | P
     if not overlay_file.is_file():
         raise FileNotFoundError(f"no overlay {overlay_file} for bundle {name!r}.")
     overlay = json.loads(overlay_file.read_text())
-    unknown = set(overlay) - set(CONFIG_FILES) - {"_desc_"}
+    unknown = set(overlay) - set(CONFIG_FILES) - {"_desc_", "tests"}  # "tests": hints for the test suite only
     if unknown:
         raise KeyError(f"{overlay_file}: unknown sections {sorted(unknown)}; expected {list(CONFIG_FILES)}.")
     files: dict[str, str] = {}
