@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lightseg.networks import reparameterize_model
+from lightseg.utils import atomic_path
 
 __all__ = ["check_shapes_for", "compare", "export_onnx", "export_torchscript", "is_fusible", "load_bundle_network"]
 
@@ -90,16 +91,14 @@ def compare(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: in
     return worst, scale
 
 
-def _check(kind: str, out: Path, tmp: Path, diff: float, scale: float, atol: float, rtol: float) -> None:
-    """Accept ``tmp`` as ``out`` when ``diff <= atol + rtol * scale``; otherwise delete it and raise."""
+def _check(kind: str, out: Path, diff: float, scale: float, atol: float, rtol: float) -> None:
+    """Raise unless ``diff <= atol + rtol * scale`` (inside ``atomic_path``: nothing is then written)."""
     logger.info("%s %s: max |export - eager| = %.3g (max |eager| = %.3g)", kind, out, diff, scale)
     if diff > atol + rtol * scale:
-        tmp.unlink(missing_ok=True)
         raise AssertionError(
             f"{kind} export {out} differs from the eager model by {diff:.3g} > {atol:g} + {rtol:g} * {scale:.3g}; "
             "nothing was written."
         )
-    os.replace(tmp, out)
 
 
 def export_torchscript(
@@ -130,40 +129,39 @@ def export_torchscript(
     eager = load_bundle_network(bundle, ckpt, config, overrides=overrides)
     deploy = is_fusible(eager) if deploy is None else deploy
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     meta_file = bundle / "configs" / "metadata.json"
     config_file = bundle / "configs" / config
-    if deploy or overrides:  # ckpt_export would embed the config file and metadata without the overrides
-        fused = reparameterize_model(eager) if deploy else eager
-        from lightseg.bundles import network_metadata
+    # atomic_path keeps the file name: the archive's root folder is then "model/" as MONAI Deploy expects
+    with atomic_path(out) as tmp:
+        if deploy or overrides:  # ckpt_export would embed the config file and metadata without the overrides
+            from lightseg.bundles import network_metadata
 
-        settings = json.loads(config_file.read_text())
-        settings = {k: overrides.get(k, settings.get(k)) for k in ("in_channels", "out_channels", "labels")}
-        if not isinstance(settings["labels"], list):  # the config's default is an expression
-            settings["labels"] = None
-        meta = network_metadata(meta_file, **settings)
-        extra = {config_file.name: json.dumps({**json.loads(config_file.read_text()), **overrides}).encode()}
-        save_net_with_metadata(
-            torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
-        )
-        logger.info(
-            "%s: %s -> %s parameters",
-            "deployment form" if deploy else "exported as is",
-            *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
-        )
-    else:
-        ckpt_export(
-            net_id="network_def",
-            filepath=str(tmp),
-            ckpt_file=str(ckpt),
-            meta_file=str(meta_file),
-            config_file=str(config_file),
-            bundle_root=str(bundle),
-            **overrides,
-        )
-    diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
-    _check("TorchScript", out, tmp, diff, scale, atol, rtol)
+            fused = reparameterize_model(eager) if deploy else eager
+            config_values = json.loads(config_file.read_text())
+            settings = {k: overrides.get(k, config_values.get(k)) for k in ("in_channels", "out_channels", "labels")}
+            if not isinstance(settings["labels"], list):  # the config's default is an expression
+                settings["labels"] = None
+            meta = network_metadata(meta_file, **settings)
+            extra = {config_file.name: json.dumps({**config_values, **overrides}).encode()}
+            save_net_with_metadata(
+                torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
+            )
+            logger.info(
+                "%s: %s -> %s parameters",
+                "deployment form" if deploy else "exported as is",
+                *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
+            )
+        else:
+            ckpt_export(
+                net_id="network_def",
+                filepath=str(tmp),
+                ckpt_file=str(ckpt),
+                meta_file=str(meta_file),
+                config_file=str(config_file),
+                bundle_root=str(bundle),
+            )
+        diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
+        _check("TorchScript", out, diff, scale, atol, rtol)
     return diff
 
 
@@ -189,25 +187,23 @@ def export_onnx(
     check_shapes = check_shapes or check_shapes_for(net)
     dim = torch.export.Dim
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.onnx.export(
-        exported,
-        (torch.zeros(*example_shape),),
-        str(tmp),
-        input_names=["image"],
-        output_names=["pred"],
-        dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
-        dynamo=True,
-        verbose=False,
-    )
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        os.replace(tmp, out)
-        logger.warning("onnxruntime is not installed: %s was written but not checked", out)
-        return float("nan")
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    diff, scale = compare(net, lambda x: session.run(None, {"image": x.numpy()})[0], check_shapes)
-    _check("ONNX", out, tmp, diff, scale, atol, rtol)
+    with atomic_path(out) as tmp:
+        torch.onnx.export(
+            exported,
+            (torch.zeros(*example_shape),),
+            str(tmp),
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
+            dynamo=True,
+            verbose=False,
+        )
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            logger.warning("onnxruntime is not installed: %s was written but not checked", out)
+            return float("nan")
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        diff, scale = compare(net, lambda x: session.run(None, {"image": x.numpy()})[0], check_shapes)
+        _check("ONNX", out, diff, scale, atol, rtol)
     return diff

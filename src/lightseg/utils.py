@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["as_bool"]
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["as_bool", "atomic_path"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", "none", ""}
@@ -25,3 +32,24 @@ def as_bool(value: object) -> bool:
             return False
         raise ValueError(f"not a boolean: {value!r} (use true/false).")
     return bool(value)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write ``path`` atomically: yields a temporary path with the SAME file name (in a hidden folder beside
+    ``path``), which replaces ``path`` when the block succeeds; on an exception nothing is written.
+
+    The same name matters: writers pick the format from the suffix (PNG, ``.nii.gz``), and a TorchScript archive
+    takes its root folder from the file's stem (MONAI Deploy looks for ``<stem>/extra/...`` inside it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = folder / path.name
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp} (for {path}).")
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -36,11 +36,10 @@ SECTIONS = ("training", "validation", "testing")
 
 def write_json(obj: dict, path: str | os.PathLike) -> None:
     """Write JSON as the Model Zoo does (``indent=4``, trailing newline), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=4) + "\n")
-    os.replace(tmp, path)
+    from lightseg.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=4) + "\n")
 
 
 def split_ids(ids: Sequence[str], ratios: Sequence[float], seed: int) -> list[list[str]]:

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lightseg.utils import atomic_path
+
 __all__ = [
     "MODALITIES",
     "generate_case",
@@ -235,11 +237,8 @@ def generate_dataset(
     for case in tqdm(cases, desc="demo data", disable=not progress, unit="img"):
         image, mask = generate_case(case["modality"], seed, int(case["index"]), min_size, max_size, classes)
         for rel, array in ((case["image"], image), (case["label"], mask)):
-            path = out / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            Image.fromarray(array).save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_path(out / rel) as tmp:
+                Image.fromarray(array).save(tmp, format="PNG")
     logger.info("wrote %d synthetic cases to %s", len(cases), out)
     return list(cases)
 

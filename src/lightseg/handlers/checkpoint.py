@@ -24,7 +24,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from lightseg.utils import as_bool
+from lightseg.utils import as_bool, atomic_path
 
 __all__ = ["ModelSaver", "ResumableCheckpoint", "atomic_save", "unwrap"]
 
@@ -38,11 +38,8 @@ def unwrap(network: nn.Module) -> nn.Module:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file then rename: a crash never leaves a truncated file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class ModelSaver:

@@ -29,6 +29,7 @@ import numpy as np
 
 from lightseg.data.datalist import SECTIONS, split_ids, write_json
 from lightseg.data.io import DatalistError
+from lightseg.utils import atomic_path
 
 __all__ = [
     "Converter",
@@ -211,10 +212,8 @@ def _load_pixels(converter: Converter, case: RawCase) -> tuple[np.ndarray, np.nd
 def _save_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(array).save(tmp, compress_level=1)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, compress_level=1)
 
 
 def _save_nifti(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> None:
@@ -222,11 +221,9 @@ def _save_nifti(path: Path, array: np.ndarray, spacing: tuple[float, float]) -> 
     pixel spacing (row, column) in the affine."""
     import nibabel as nib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     affine = np.diag([float(spacing[1]), float(spacing[0]), 1.0, 1.0])
-    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.tmp.nii.gz")
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), affine), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), affine), tmp)
 
 
 def _write_case(converter: Converter, case: RawCase, out: Path, overwrite: bool) -> None:
