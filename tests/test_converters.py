@@ -225,6 +225,7 @@ FAKES = {
     "ph2": (fake_ph2, (7, 1, 2)),
     "busi": (fake_busi, (6, 2, 2)),
     "busi_benign_malignant": (fake_busi, (5, 1, 2)),
+    "busi_3class": (fake_busi, (5, 1, 2)),
     "dsb2018": (fake_dsb2018, (7, 1, 2)),
     "glas": (fake_glas, (7, 1, 2)),
     "monuseg": (fake_monuseg, (3, 1, 2)),
@@ -232,6 +233,7 @@ FAKES = {
     "chasedb1": (fake_chasedb1, (16, 4, 8)),
     "stare": (fake_stare, (14, 2, 4)),
     "chest_xray": (fake_chest_xray, (8, 2, 4)),
+    "chest_xray_lungs": (fake_chest_xray, (8, 2, 4)),
     "sunnybrook_endo": (fake_sunnybrook, (16, 2, 2)),
     "sunnybrook_epi": (fake_sunnybrook, (16, 2, 2)),
 }
@@ -257,7 +259,8 @@ def test_convert_fake_official_tree(name, tmp_path):
             assert image.shape[:2] == mask.shape == (H, W), entry
             assert image.dtype == (np.int16 if name.startswith("sunnybrook") else np.uint8), entry
             assert image.ndim == 2 or image.shape[2] == 3  # RGBA dropped to RGB
-            assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}, entry
+            values = {0, 1, 2} if "labels" in datalist else {0, 1}
+            assert mask.dtype == np.uint8 and set(np.unique(mask)) <= values, entry
             assert mask.any() or name == "busi", entry
             ids.append(Path(entry["image"]).stem)
     assert len(ids) == len(set(ids)) == sum(counts)
@@ -478,3 +481,27 @@ def test_benchmark_trains_a_bundle_on_a_prepared_dataset(tmp_path):
     )  # fmt: skip
     assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 2, again.stderr[-3000:]
     assert json.loads((tmp_path / "results" / "benchmark.json").read_text())["summary"] == bench["summary"]
+
+
+def test_multi_class_converters_write_label_maps(tmp_path):
+    """busi_3class: benign 1, malignant 2; chest_xray_lungs: left lung 1, right lung 2 (Montgomery's own files,
+    Shenzhen's two-lung mask split at its mid column); the datalists name the labels."""
+    fake_busi(tmp_path / "busi")
+    dl = prepare("busi_3class", tmp_path / "busi", tmp_path / "o_busi", progress=False)
+    assert dl["labels"] == {"0": "background", "1": "benign", "2": "malignant"}
+    benign = np.asarray(Image.open(tmp_path / "o_busi" / "masks" / "benign_2.png"))
+    malignant = np.asarray(Image.open(tmp_path / "o_busi" / "masks" / "malignant_1.png"))
+    assert set(np.unique(benign)) == {0, 1} and set(np.unique(malignant)) == {0, 2}
+    binary = np.asarray(Image.open(tmp_path / "o_busi" / "masks" / "benign_2.png"))
+    prepare("busi_benign_malignant", tmp_path / "busi", tmp_path / "o_bin", progress=False)
+    assert ((binary > 0) == (np.asarray(Image.open(tmp_path / "o_bin" / "masks" / "benign_2.png")) > 0)).all()
+
+    fake_chest_xray(tmp_path / "cxr")
+    dl = prepare("chest_xray_lungs", tmp_path / "cxr", tmp_path / "o_cxr", progress=False)
+    assert dl["labels"]["1"] == "left_lung"
+    mc = np.asarray(Image.open(tmp_path / "o_cxr" / "masks" / "MCUCXR_0001_1.png"))
+    assert (mc[4:20, 2:12] == 1).all() and (mc[4:20, 18:30] == 2).all() and set(np.unique(mc)) == {0, 1, 2}
+    sz = np.asarray(Image.open(tmp_path / "o_cxr" / "masks" / "CHNCXR_0003_1.png"))
+    cols = np.where(sz.any(0))[0]
+    mid = (cols.min() + cols.max()) / 2
+    assert set(np.unique(sz[:, : int(np.floor(mid)) + 1])) <= {0, 2} and set(np.unique(sz[:, int(mid) + 1 :])) <= {0, 1}

@@ -78,6 +78,12 @@ class Converter:
         read_mask: optional reader returning a 2D array for one mask file (polygons, contours).
         load_case: optional reader of a whole case: ``(image, mask, pixel spacing (row, column))`` (DICOM sources).
         suffix: output format: ``".png"`` or ``".nii.gz"`` (2D NIfTI keeping the pixel spacing).
+        labels: multi-class converters: the label names, background first (``{"0": "background", ...}``);
+            masks are then label maps 0..N-1 (train with ``--out_channels N --labels [...]``).
+        mask_label: multi-class converters: ``(case, mask index) -> label value`` of each mask file of a case
+            (later masks win where they overlap); or ``split_mask`` for a release that stores several classes
+            in one file.
+        split_mask: ``(case, mask index, binary mask) -> label map`` for masks holding several classes.
     """
 
     name: str
@@ -90,6 +96,9 @@ class Converter:
     read_mask: Callable[[Path, tuple[int, int]], np.ndarray] | None = None
     load_case: Callable[[RawCase], tuple[np.ndarray, np.ndarray, tuple[float, float]]] | None = None
     suffix: str = ".png"
+    labels: dict[str, str] | None = None
+    mask_label: Callable[[RawCase, int], int] | None = None
+    split_mask: Callable[[RawCase, int, np.ndarray], np.ndarray] | None = None
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -199,13 +208,19 @@ def _load_pixels(converter: Converter, case: RawCase) -> tuple[np.ndarray, np.nd
     if converter.read_mask is not None:
         return image, converter.read_mask(case.masks[0], (h, w))
     mask = np.zeros((h, w), np.uint8)
-    for path in case.masks:
+    for k, path in enumerate(case.masks):
         m = binary_mask(read_array(path), converter.mask_rule, path)
         if m.shape != (h, w):
             raise DatalistError(
                 f"mask {path} is {m.shape[0]}x{m.shape[1]} but image {case.image} is {h}x{w} (case {case.case_id})."
             )
-        mask |= m
+        if converter.split_mask is not None:
+            labelled = converter.split_mask(case, k, m)
+            mask[labelled > 0] = labelled[labelled > 0]
+        elif converter.mask_label is not None:
+            mask[m > 0] = converter.mask_label(case, k)
+        else:
+            mask |= m
     return image, mask
 
 
@@ -274,6 +289,7 @@ def make_datalist(converter: Converter, cases: list[RawCase], seed: int = 0) -> 
         "seed": seed,
         "ratios": converter.ratios,
         "counts": {s: len(sections[s]) for s in SECTIONS},
+        **({"labels": converter.labels} if converter.labels else {}),
         **{s: [entry(i) for i in sections[s]] for s in SECTIONS},
     }
 

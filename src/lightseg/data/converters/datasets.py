@@ -133,6 +133,10 @@ def _scan_busi(classes: tuple[str, ...]) -> Callable[[Path], tuple[list[RawCase]
     return scan
 
 
+def _busi_class(case: RawCase, index: int) -> int:
+    return {"benign": 1, "malignant": 2}[case.part]
+
+
 # ---------------------------------------------------------------- nuclei, glands
 def _scan_dsb2018(raw: Path) -> tuple[list[RawCase], list[Path]]:
     """Official ``stage1_train/<id>/{images/<id>.png, masks/*.png}`` or the resized variant
@@ -238,6 +242,23 @@ def _scan_cxr(raw: Path) -> tuple[list[RawCase], list[Path]]:
     return cases, []
 
 
+def _cxr_lungs(case: RawCase, index: int, mask: np.ndarray) -> np.ndarray:
+    """Left lung 1, right lung 2 (the patient's sides: the left lung is on the image's right).
+
+    Montgomery stores each lung in its own file (``leftMask`` then ``rightMask``); Shenzhen stores both in one
+    mask, split here at the column midway between the mask's leftmost and rightmost pixels."""
+    if case.part == "montgomery":
+        return mask.astype(np.uint8) * (1 if index == 0 else 2)
+    cols = np.where(mask.any(axis=0))[0]
+    labels = np.zeros(mask.shape, np.uint8)
+    if cols.size:
+        mid = (cols.min() + cols.max()) / 2
+        x = np.arange(mask.shape[1])[None, :]
+        labels[(mask > 0) & (x > mid)] = 1
+        labels[(mask > 0) & (x <= mid)] = 2
+    return labels
+
+
 # ---------------------------------------------------------------- cardiac MRI (DICOM + expert contours)
 _CONTOUR = re.compile(r"IM-(\d{4})-(\d{4})-(icontour|ocontour)-manual\.txt")
 
@@ -328,6 +349,10 @@ CONVERTERS: dict[str, Converter] = {
                   allow_empty_masks=True),
         Converter("busi_benign_malignant", "BUSI, benign + malignant only (647; CMUNeXt-XXS); LV-UNet protocol",
                   _scan_busi(("benign", "malignant")), two_stage_split(0.2, 0.2), LV_UNET_SPLIT),
+        Converter("busi_3class", "BUSI, benign + malignant (647) as 3 classes: 0 background, 1 benign, 2 malignant "
+                  "lesion; the busi_benign_malignant split", _scan_busi(("benign", "malignant")),
+                  two_stage_split(0.2, 0.2), LV_UNET_SPLIT,
+                  labels={"0": "background", "1": "benign", "2": "malignant"}, mask_label=_busi_class),
         Converter("dsb2018", "2018 Data Science Bowl stage1_train (670; instance masks merged); LiteNeXt split "
                   "70/10/20", _scan_dsb2018, ratio_split((0.7, 0.1, 0.2)), LITENEXT_SPLIT),
         Converter("glas", "GlaS (85 train + 60 testA + 20 testB; instance labels > 0); LiteNeXt split 70/10/20 of "
@@ -355,6 +380,11 @@ CONVERTERS: dict[str, Converter] = {
                   "Montgomery (left + right masks merged) for testing (LiteNeXt)", _scan_cxr,
                   official_then_ratio_split(("montgomery",), 0.2),
                   {"testing": "Montgomery", "validation_of_shenzhen": 0.2}),
+        Converter("chest_xray_lungs", "chest_xray as 3 classes: 0 background, 1 left lung, 2 right lung (the "
+                  "patient's sides; Shenzhen's two-lung masks split at their mid column); the chest_xray split",
+                  _scan_cxr, official_then_ratio_split(("montgomery",), 0.2),
+                  {"testing": "Montgomery", "validation_of_shenzhen": 0.2},
+                  labels={"0": "background", "1": "left_lung", "2": "right_lung"}, split_mask=_cxr_lungs),
     )
 }  # fmt: skip
 
@@ -365,7 +395,7 @@ STARE_LABELLED = (
     "im0163", "im0235", "im0236", "im0239", "im0240", "im0255", "im0291", "im0319", "im0324",
 )  # fmt: skip
 # Releases whose case ids are fixed by their official file names: their datalists can be written without the data.
-KNOWN_RELEASES = ("busi", "busi_benign_malignant", "chasedb1", "cvc_clinicdb", "drive", "glas", "stare")
+KNOWN_RELEASES = ("busi", "busi_benign_malignant", "busi_3class", "chasedb1", "cvc_clinicdb", "drive", "glas", "stare")
 
 
 def known_cases(name: str) -> list[RawCase]:
@@ -373,7 +403,7 @@ def known_cases(name: str) -> list[RawCase]:
     p = Path("-")
     if name == "cvc_clinicdb":
         return [RawCase(str(i), p, [p]) for i in range(1, 613)]
-    if name in ("busi", "busi_benign_malignant"):
+    if name in ("busi", "busi_benign_malignant", "busi_3class"):
         classes = (("benign", 437), ("malignant", 210)) + ((("normal", 133),) if name == "busi" else ())
         return [RawCase(f"{c}_{i}", p, [p], c) for c, n in classes for i in range(1, n + 1)]
     if name == "glas":
