@@ -168,7 +168,7 @@ def export_torchscript(
 def export_onnx(
     net: nn.Module,
     out: str | os.PathLike,
-    example_shape: Sequence[int] = (1, 3, 256, 256),
+    example_shape: Sequence[int] = (2, 3, 256, 256),
     check_shapes: Sequence[Sequence[int]] | None = None,
     atol: float = 1e-4,
     deploy: bool | None = None,
@@ -190,7 +190,8 @@ def export_onnx(
     with atomic_path(out) as tmp:
         torch.onnx.export(
             exported,
-            (torch.zeros(*example_shape),),
+            # a batch of 2: with 1, torch.export may specialize the batch axis to 1 (LiteNeXt does)
+            (torch.zeros(max(2, int(example_shape[0])), *example_shape[1:]),),
             str(tmp),
             input_names=["image"],
             output_names=["pred"],
