@@ -165,6 +165,9 @@ def export_torchscript(
     return diff
 
 
+ONNX_OPSET = 18
+
+
 def export_onnx(
     net: nn.Module,
     out: str | os.PathLike,
@@ -188,17 +191,34 @@ def export_onnx(
     dim = torch.export.Dim
     out = Path(out)
     with atomic_path(out) as tmp:
-        torch.onnx.export(
-            exported,
-            # a batch of 2: with 1, torch.export may specialize the batch axis to 1 (LiteNeXt does)
-            (torch.zeros(max(2, int(example_shape[0])), *example_shape[1:]),),
-            str(tmp),
-            input_names=["image"],
-            output_names=["pred"],
-            dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
-            dynamo=True,
-            verbose=False,
-        )
+        # a batch of 2: with 1, torch.export may specialize the batch axis to 1 (LiteNeXt does)
+        example = (torch.zeros(max(2, int(example_shape[0])), *example_shape[1:]),)
+        try:
+            torch.onnx.export(
+                exported,
+                example,
+                str(tmp),
+                input_names=["image"],
+                output_names=["pred"],
+                dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
+                dynamo=True,
+                verbose=False,
+            )
+        except Exception as e:  # the torch.export-based exporter cannot solve some shape constraints (LV-UNet)
+            logger.info(
+                "torch.export-based ONNX export failed (%s); using the TorchScript-based exporter", type(e).__name__
+            )
+            axes = {0: "batch", 2: "height", 3: "width"}
+            torch.onnx.export(
+                exported,
+                example,
+                str(tmp),
+                input_names=["image"],
+                output_names=["pred"],
+                dynamic_axes={"image": axes, "pred": axes},
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+            )
         try:
             import onnxruntime as ort
         except ImportError:
