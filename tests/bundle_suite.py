@@ -190,7 +190,7 @@ class BundleSuite:
         state = torch.load(out / "models" / "model.pt", weights_only=True)
         assert "head.weight" in state and not any(k.startswith("module.") for k in state)
         assert (out / "models" / self.other_model_file).is_file()
-        ckpt = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
+        ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
         assert _epoch(ckpt["trainer"]) == 2 and {"network", "optimizer", "lr_scheduler"} <= set(ckpt)
 
         # MLflow: the run, its hyperparameters, per-iteration loss, per-epoch metrics and the checkpoint
@@ -237,7 +237,7 @@ class BundleSuite:
         for k, v in base.items():
             cmd += [f"--{k}", _cli(v)]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ckpt = out / "models" / "checkpoint.pt"
+        ckpt = out / "checkpoints" / "checkpoint.pt"
         deadline = time.time() + 300
         while time.time() < deadline and not (
             ckpt.is_file() and _epoch(torch.load(ckpt, weights_only=True)["trainer"]) >= 2

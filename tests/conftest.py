@@ -94,6 +94,7 @@ def tiny_overrides(out: Path, data: Path, datalist: Path, bundle: str = "cmunext
     return {
         "bundle_root": str(BUNDLES / bundle),
         "ckpt_dir": str(out / "models"),
+        "checkpoint_dir": str(out / "checkpoints"),
         "output_dir": str(out / "eval"),
         "dataset_dir": str(data),
         "datalist": str(datalist),

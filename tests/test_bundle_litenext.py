@@ -31,7 +31,7 @@ def test_serp_terms_logged_and_only_the_network_saved(tiny_dataset, tmp_path):
     # model.pt: the 711,201-parameter network only; checkpoint.pt: also the target extractor and projector S
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     assert sum(v.numel() for v in state.values()) == 711_201 and not any("target" in k for k in state)
-    ckpt = torch.load(out / "models" / "checkpoint.pt", weights_only=True)["network"]
+    ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)["network"]
     assert any(k.startswith("target_encoder.") for k in ckpt) and any(k.startswith("projector_s.") for k in ckpt)
     # the target extractor moved away from its initial copy by EMA, but is not equal to the main one
     main = {k[len("model.encoder.") :]: v for k, v in ckpt.items() if k.startswith("model.encoder.")}
@@ -51,5 +51,5 @@ def test_ablation_without_serp_and_with_bce_dice(tiny_dataset, tmp_path):
     assert client.get_metric_history(run.info.run_id, "train_loss_bce")
     assert not client.get_metric_history(run.info.run_id, "train_loss_serp")
     assert not client.get_metric_history(run.info.run_id, "train_loss_mwl")
-    ckpt = torch.load(out / "models" / "checkpoint.pt", weights_only=True)["network"]
+    ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)["network"]
     assert not any(k.startswith("target_encoder.") for k in ckpt)

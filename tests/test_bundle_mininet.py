@@ -33,7 +33,7 @@ def test_early_stopping_ends_a_run_on_the_demo_data(tmp_path):
                    early_stopping_min_delta=1.0, **overrides)
     )  # fmt: skip
     assert "early stopping at epoch 3" in log and "Epoch[4]" not in log
-    ckpt = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
+    ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
     assert _epoch(ckpt["trainer"]) == 3
     assert ckpt["trainer"]["early_stopping_counter"] == 2  # saved for a resumed run
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "model_final.pt").is_file()

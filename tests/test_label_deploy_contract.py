@@ -16,7 +16,7 @@ from PIL import Image
 from .conftest import BUNDLES
 
 BUNDLE_NAMES = ("cmunext_xxs", "litenext", "lvunet", "mininet")
-EXPECTED_POST = ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged", "SqueezeDimd", "CastToTyped"]
+EXPECTED_POST = ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged", "SqueezeDimd", "CastToTyped", "Lambda"]
 
 
 def _targets(items: list[dict]) -> list[str]:
@@ -51,6 +51,11 @@ def test_postprocessing_chain_is_the_label_and_deploy_one(bundle):
     assert post[1]["keys"] == "pred" and post[1]["orig_keys"] == "image"
     assert post[2]["threshold"] == 0.5
     assert post[4]["dim"] == 0
+    result_extension = ConfigParser({"f": post[6]["func"]}).get_parsed_content("f")
+    assert result_extension({"image_path": "/s/a.JPG"})["result_extension"] == ".png"  # not a lossy JPEG mask
+    assert result_extension({"image_path": "/s/a.jpg", "result_extension": ".nrrd"})["result_extension"] == ".nrrd"
+    assert "result_extension" not in result_extension({"image_path": "/s/a.nii.gz"})
+    assert "result_extension" not in result_extension({"pred": 1})  # standalone runs and MONAI Deploy
     meta = json.loads((_configs(bundle) / "metadata.json").read_text())
     assert set(meta["network_data_format"]["inputs"]) == {"image"}
     assert set(meta["network_data_format"]["outputs"]) == {"pred"}
