@@ -112,9 +112,7 @@ class SeRP(nn.Module):
             len(result.missing_keys),
             len(result.unexpected_keys),
         )
-        return type(result)(
-            [f"model.{k}" for k in result.missing_keys], [f"model.{k}" for k in result.unexpected_keys]
-        )
+        return type(result)([f"model.{k}" for k in result.missing_keys], [f"model.{k}" for k in result.unexpected_keys])
 
     @torch.no_grad()
     def reset_target(self) -> None:
