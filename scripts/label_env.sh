@@ -52,7 +52,8 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$repo/
     "${pip[@]}" -r "$repo/requirements-label.txt"
     "${pip[@]}" --no-deps monailabel==0.8.5
     "${pip[@]}" --no-deps "$standin"
-    # lightseg's requirements, then lightseg itself out again (see the header).
+    # lightseg's requirements, then lightseg itself out again (see the header). pip then reports that monailabel
+    # "requires sam2, which is not installed": expected, sam2 is left out on purpose (see requirements-label.txt).
     "${pip[@]}" "$repo"
     "$venv/bin/python" -m pip uninstall -q -y lightseg
 } 1>&2

@@ -278,14 +278,15 @@ def _mismatch(a: np.ndarray, b: np.ndarray) -> float:
     return float((a != b).mean())
 
 
-def _wait_training(server: Server, timeout: float = 600) -> dict:
+def _wait_training(server: Server, task_id: str, timeout: float = 600) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        r = requests.get(f"{server.url}/train/", timeout=10)
+        r = requests.get(f"{server.url}/train/", params={"all": "true"}, timeout=10)
         if r.status_code == 200:
-            status = r.json()
-            if status.get("status") in ("DONE", "ERROR", "STOPPED"):
-                return status
+            status = [t for t in r.json() if t.get("id") == task_id]
+            assert status, f"training task {task_id} is not in GET /train/?all=true: {r.text[:500]}"
+            if status[0].get("status") in ("DONE", "ERROR", "STOPPED"):
+                return status[0]
         time.sleep(2)
     raise AssertionError(f"training did not finish within {timeout} s:\n{server.tail()}")
 
@@ -367,7 +368,7 @@ def test_monailabel_serves_finetunes_and_reserves_all_bundles(tmp_path):
             r = requests.post(f"{server.url}/train/{name}", json=request, timeout=60)
             assert r.status_code == 200, f"/train/{name}: {r.status_code} {r.text[:500]}"
             t_train = time.perf_counter()
-            status = _wait_training(server)
+            status = _wait_training(server, r.json()["id"])
             logger.info("%s: /train (1 epoch) took %.1f s", name, time.perf_counter() - t_train)
             assert status["status"] == "DONE", f"{name} training: {status}\n{server.tail()}"
 
