@@ -104,6 +104,7 @@ def test_lvunet_fuse_on_load_gives_the_deployment_form(caplog):
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         torch.testing.assert_close(served.eval()(x), trained(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(torch.jit.script(served)(x), trained(x), rtol=0, atol=1e-5)  # ckpt_export path
 
 
 def test_lvunet_fused_state_dict_loads_into_either_form():

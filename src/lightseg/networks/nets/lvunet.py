@@ -58,6 +58,8 @@ class LVUNet(nn.Module):
     first switch this network to the deployment structure, then load.
     """
 
+    __jit_unused_properties__ = ["deployed"]  # TorchScript skips this property
+
     def __init__(
         self,
         spatial_dims: int = 2,
