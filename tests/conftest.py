@@ -104,6 +104,7 @@ def tiny_overrides(
     return {
         "bundle_root": str(bundles_dir / bundle),
         "ckpt_dir": str(out / "models"),
+        "checkpoint_dir": str(out / "checkpoints"),
         "output_dir": str(out / "eval"),
         "dataset_dir": str(data),
         "datalist": str(datalist),

@@ -17,7 +17,7 @@ from .conftest import BUNDLE_NAMES, BUNDLES
 
 # (in_channels, out_channels): RGB binary (the default), grayscale binary, RGB 3-class
 VARIANTS = {"rgb": (3, 1), "gray": (1, 1), "3class": (3, 3)}
-EXPECTED_POST = ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged", "SqueezeDimd", "CastToTyped"]
+EXPECTED_POST = ["Activationsd", "Invertd", "AsDiscreted", "SaveImaged", "SqueezeDimd", "CastToTyped", "Lambda"]
 
 
 def _targets(items: list[dict]) -> list[str]:
@@ -60,6 +60,11 @@ def test_postprocessing_chain_is_the_label_and_deploy_one(bundle, variant):
     binary = variant[1] == 1
     assert tuple(act.sigmoid) == (binary,) and tuple(act.softmax) == (not binary,)
     assert tuple(discrete.argmax) == (not binary,) and tuple(discrete.threshold) == ((0.5 if binary else None),)
+    result_extension = ConfigParser({"f": post[6]["func"]}).get_parsed_content("f")
+    assert result_extension({"image_path": "/s/a.JPG"})["result_extension"] == ".png"  # not a lossy JPEG mask
+    assert result_extension({"image_path": "/s/a.jpg", "result_extension": ".nrrd"})["result_extension"] == ".nrrd"
+    assert "result_extension" not in result_extension({"image_path": "/s/a.nii.gz"})
+    assert "result_extension" not in result_extension({"pred": 1})  # standalone runs and MONAI Deploy
     meta = json.loads((_configs(bundle) / "metadata.json").read_text())
     assert set(meta["network_data_format"]["inputs"]) == {"image"}
     assert set(meta["network_data_format"]["outputs"]) == {"pred"}

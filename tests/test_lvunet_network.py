@@ -160,6 +160,23 @@ def test_schedule_handler_sets_every_block():
     assert engine.state.deep_training_slope == 1.0
 
 
+def test_schedule_keeps_identity_when_fine_tuning_finished_weights():
+    """MONAI Label fine-tunes from model.pt: a finished deep training (slope 1) is not restarted at a ReLU."""
+    net = create_network("lvunet")
+    set_deep_training_slope(net, 1.0)  # as loaded from a trained model.pt before the first epoch
+    seen = []
+    engine = Engine(lambda e, b: seen.append({float(m.slope) for m in net.modules() if isinstance(m, FusibleBlock)}))
+    DeepTrainingSchedule(net).attach(engine)
+    engine.run([0], max_epochs=3)
+    assert seen == [{1.0}] * 3
+    set_deep_training_slope(net, 1.0)
+    seen.clear()
+    engine = Engine(lambda e, b: seen.append({float(m.slope) for m in net.modules() if isinstance(m, FusibleBlock)}))
+    DeepTrainingSchedule(net, fine_tune_keeps_identity=False).attach(engine)
+    engine.run([0], max_epochs=3)
+    assert [s.pop() for s in seen] == pytest.approx([deep_training_slope(e, 3) for e in range(1, 4)])
+
+
 def test_slope_is_saved_with_the_weights():
     """A trained model reloaded into a fresh network computes the same function (and can be fused)."""
     torch.manual_seed(4)

@@ -49,20 +49,41 @@ class DeepTrainingSchedule:
 
     The value is stored in ``engine.state.deep_training_slope`` (log it with a tracking handler's
     ``state_attributes``). On resume the slope is recomputed from the epoch, so it is never stale.
+
+    Fine-tuning: when training starts (``STARTED``, after a ``CheckpointLoader`` listed before this handler, as
+    MONAI Label prepends one) with every block already at slope 1, the weights come from a finished deep
+    training; the slope then stays 1 instead of restarting at a ReLU, which would change the loaded network's
+    function (``fine_tune_keeps_identity=False`` restores the plain schedule).
     """
 
-    def __init__(self, network: nn.Module, epochs: int | None = None, schedule: str = "cosine") -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        epochs: int | None = None,
+        schedule: str = "cosine",
+        fine_tune_keeps_identity: bool = True,
+    ) -> None:
         deep_training_slope(1, 1, schedule)  # validates the name
         self.network = network
         self.epochs = epochs
         self.schedule = schedule
+        self.fine_tune_keeps_identity = fine_tune_keeps_identity
+        self.finished_before_start = False
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._check_loaded)
         engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def _check_loaded(self, engine: Engine) -> None:
+        slopes = {float(m.slope) for m in unwrap(self.network).modules() if hasattr(m, "set_deep_training_slope")}
+        self.finished_before_start = bool(self.fine_tune_keeps_identity and slopes == {1.0})
+        if self.finished_before_start:
+            logger.info("deep training already finished in the loaded weights (slope 1): fine-tuning keeps slope 1")
 
     def __call__(self, engine: Engine) -> None:
         total = int(self.epochs or engine.state.max_epochs)
-        slope = deep_training_slope(int(engine.state.epoch), total, self.schedule)
+        epoch = int(engine.state.epoch)
+        slope = 1.0 if self.finished_before_start else deep_training_slope(epoch, total, self.schedule)
         count = set_deep_training_slope(unwrap(self.network), slope)
         if count == 0:
             raise ValueError(f"{type(unwrap(self.network)).__name__} has no fusible blocks for deep training.")

@@ -175,8 +175,13 @@ def init_pretrained(
     weights: str | os.PathLike | None = "IMAGENET1K_V1",
     strict: bool | str = False,
     download: bool | str = True,
+    loaded_by=None,
 ) -> str:
     """Load pretrained encoder weights into ``model`` for a bundle, and say what happened.
+
+    ``loaded_by``: a trainer handler or a list of them (e.g. ``@train#handlers#0``). When one is a MONAI
+    ``CheckpointLoader`` (as MONAI Label prepends to fine-tune from ``models/model.pt``), the whole network is
+    about to be overwritten, so nothing is loaded or downloaded and ``"skipped (<path>)"`` is returned.
 
     Returns ``"<name or path>"`` on success, ``"none"`` when ``weights`` is None/"none", and
     ``"random-init (<reason>)"`` when they cannot be had and ``strict`` is false, after a loud warning; the
@@ -185,6 +190,11 @@ def init_pretrained(
     """
     if weights is None or str(weights).lower() in ("none", "", "false"):
         return "none"
+    loader = _checkpoint_loader(loaded_by)
+    if loader is not None:
+        path = getattr(loader, "load_path", "?")
+        logger.info("pretrained %s weights not loaded: a CheckpointLoader loads the network from %s", weights, path)
+        return f"skipped ({path})"
     try:
         load_mobilenet_v3_encoder(model, weights, download=as_bool(download))
     except PretrainedWeightsError as e:
@@ -204,3 +214,15 @@ def init_pretrained(
         )
         return f"random-init ({type(e).__name__})"
     return str(weights)
+
+
+def _checkpoint_loader(handlers):
+    """The first MONAI ``CheckpointLoader`` among ``handlers`` (one object or a sequence), else None."""
+    if handlers is None:
+        return None
+    from monai.handlers import CheckpointLoader
+
+    for handler in handlers if isinstance(handlers, list | tuple) else [handlers]:
+        if isinstance(handler, CheckpointLoader):
+            return handler
+    return None

@@ -21,6 +21,8 @@ border effects), so asking the two embeddings to agree is consistent, and no mas
 from __future__ import annotations
 
 import copy
+import logging
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -28,6 +30,11 @@ from torch import nn
 from lightseg.networks.blocks.litenext import pooled_embedding
 
 __all__ = ["SeRP", "pooled_embedding", "serp_cosine_loss"]
+
+logger = logging.getLogger(__name__)
+
+# Top-level children of the wrapper: a state dict with any key under these is the wrapper's own.
+_WRAPPER_PREFIXES = ("model.", "target_encoder.", "projector_s.")
 
 
 def serp_cosine_loss(e_m: torch.Tensor, e_t: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -75,6 +82,42 @@ class SeRP(nn.Module):
                 e_t = pooled_embedding(self.target_encoder(weak)[-1])
             self.last_serp_loss = serp_cosine_loss(e_m, e_t, self.eps)
         return logits
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """Load the wrapper's own state dict, or the BARE network's (what ``models/model.pt`` holds).
+
+        A bare network state dict (no key under ``model.``, ``target_encoder.`` or ``projector_s.``) is loaded
+        into :attr:`model` (``strict`` applies to it) and the EMA target is re-initialized from the loaded encoder,
+        as at the start of training; projector S keeps its current weights. This is what a fine-tuning run
+        loading ``model.pt`` into the training network needs (MONAI Label prepends a ``CheckpointLoader`` with
+        ``strict=False`` that would otherwise match no key and load nothing). Returns what
+        :meth:`torch.nn.Module.load_state_dict` returns, with the keys named as in the wrapper (``model.*``).
+        """
+        keys = list(state_dict)
+        if not keys or any(k.startswith(_WRAPPER_PREFIXES) for k in keys):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        result = self.model.load_state_dict(state_dict, strict=strict, assign=assign)
+        loaded = len(keys) - len(result.unexpected_keys)
+        if loaded == 0:
+            raise RuntimeError(
+                f"none of the {len(keys)} keys of the state dict matches SeRP's network "
+                f"({type(self.model).__name__}); unexpected keys start with {sorted(keys)[:3]}"
+            )
+        self.reset_target()
+        logger.info(
+            "SeRP: loaded a bare %s state dict into the main network (%d tensors; %d missing, %d unexpected); EMA "
+            "target re-initialized from it",
+            type(self.model).__name__,
+            loaded,
+            len(result.missing_keys),
+            len(result.unexpected_keys),
+        )
+        return type(result)([f"model.{k}" for k in result.missing_keys], [f"model.{k}" for k in result.unexpected_keys])
+
+    @torch.no_grad()
+    def reset_target(self) -> None:
+        """Target extractor := main extractor (parameters and buffers), as at the start of training."""
+        self.target_encoder.load_state_dict(self.model.encoder.state_dict())
 
     @torch.no_grad()
     def update_target(self, momentum: float | None = None) -> None:

@@ -6,16 +6,24 @@ Segmentation", arXiv:2408.16886.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from lightseg.networks.blocks.mobilenetv3 import LARGE_SPECS, ConvBNAct, InvertedResidual
-from lightseg.networks.blocks.vanilla import FusibleBlock
+from lightseg.networks.blocks.vanilla import FusibleBlock, reparameterize_model, set_deep_training_slope
 from lightseg.networks.layers import check_input_size
 
 __all__ = ["LVUNet"]
+
+logger = logging.getLogger(__name__)
+
+# A fused FusibleBlock's single 1x1 convolution is ``<block>.conv1`` itself (``conv1.weight``); in the training form
+# ``conv1`` is a conv + BN sequence (``conv1.0.weight``).
+_DEPLOYED_KEY = re.compile(r"(^|\.)conv1\.weight$")
 
 # MobileNetV3-Large features[1..9] split into the paper's groups I-III (r1-r2, r3-r5, r6-r9).
 _GROUPS = ((0, 2), (2, 5), (5, 9))
@@ -40,7 +48,17 @@ class LVUNet(nn.Module):
         dims: widths of the fusible encoder path, starting at the MobileNet output width 80.
         decoder_dims: widths of the second decoder part, from 80 down to 16.
         act_num: n of the series-informed activation (kernel 2n+1).
+        fuse_on_load: fuse into the deployment form (513,585 parameters for 3->1) right after
+            :meth:`load_state_dict` loads training-form weights whose deep training is finished (every block's
+            LeakyReLU slope is 1; otherwise the training form is kept, with a warning). For inference configs:
+            servers that load ``model.pt`` into ``network_def`` themselves (MONAI Label, MONAI Deploy, zoo tools)
+            then run the deployment form without running any fusing handler.
+
+    :meth:`load_state_dict` accepts both forms: deployment-form weights (e.g. a fused model's ``state_dict()``)
+    first switch this network to the deployment structure, then load.
     """
+
+    __jit_unused_properties__ = ["deployed"]  # TorchScript skips this property
 
     def __init__(
         self,
@@ -51,6 +69,7 @@ class LVUNet(nn.Module):
         dims: Sequence[int] = (80, 160, 240, 480),
         decoder_dims: Sequence[int] = (80, 40, 24, 16),
         act_num: int = 1,
+        fuse_on_load: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
@@ -73,6 +92,49 @@ class LVUNet(nn.Module):
         )
         self.final = FusibleBlock(decoder_dims[-1], decoder_dims[-1], "up", act_num)
         self.head = nn.Conv2d(decoder_dims[-1], out_channels, 1)
+        self.fuse_on_load = bool(fuse_on_load)
+
+    @property
+    def deployed(self) -> bool:
+        """True once every fusible block is in its deployment form."""
+        return all(m.deployed for m in self.modules() if isinstance(m, FusibleBlock))
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """:meth:`torch.nn.Module.load_state_dict` for weights in either form; fuses after loading when
+        ``fuse_on_load`` (see the class docstring)."""
+        deployed_weights = any(_DEPLOYED_KEY.search(k) for k in state_dict)
+        if deployed_weights and not self.deployed:
+            self._to_deployment_structure()
+        elif not deployed_weights and self.deployed and any(k.endswith("conv2.0.weight") for k in state_dict):
+            raise ValueError(
+                "training-form LV-UNet weights cannot be loaded into a fused (deployment-form) network; build a new "
+                "network (create_network('lvunet', ...)) and load them into it."
+            )
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if self.fuse_on_load and not self.deployed:
+            slopes = sorted({float(m.slope) for m in self.modules() if isinstance(m, FusibleBlock)})
+            if slopes == [1.0]:
+                before = sum(p.numel() for p in self.parameters())
+                was_training = self.training
+                reparameterize_model(self, inplace=True)
+                self.train(was_training)
+                after = sum(p.numel() for p in self.parameters())
+                logger.info("LV-UNet fused on load: %s parameters -> %s (deployment form)", f"{before:,}", f"{after:,}")
+            else:
+                logger.warning(
+                    "LV-UNet weights not fused on load: deep training is not finished (LeakyReLU slopes %s, fusing "
+                    "needs 1); running the training form, which computes the same function more slowly.",
+                    ", ".join(f"{s:g}" for s in slopes),
+                )
+        return result
+
+    @torch.no_grad()
+    def _to_deployment_structure(self) -> None:
+        """Replace every training-form block by its deployment structure (values are overwritten by the load)."""
+        was_training = self.training
+        set_deep_training_slope(self, 1.0)
+        reparameterize_model(self, inplace=True)
+        self.train(was_training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x, self.divisor, "LV-UNet")
