@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,7 +25,16 @@ from torch import nn
 
 from lightseg.networks import reparameterize_model
 
-__all__ = ["check_shapes_for", "compare", "export_onnx", "export_torchscript", "is_fusible", "load_bundle_network"]
+__all__ = [
+    "archive_root",
+    "check_shapes_for",
+    "compare",
+    "export_onnx",
+    "export_torchscript",
+    "is_fusible",
+    "load_bundle_network",
+    "read_embedded_configs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +103,54 @@ def compare(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: in
     return worst, scale
 
 
+@contextmanager
+def _staging(out: Path):
+    """A path with ``out``'s own file name inside a fresh hidden folder next to it, removed on exit.
+
+    TorchScript archives take their root folder from the file name (``model.ts`` -> ``model/``), and MONAI
+    (``ckpt_export``'s readers, MONAI Deploy's bundle operator) looks for ``<root>/extra/*.json``: a temp file
+    named ``.model.ts.tmp`` would give the root ``.model.ts/`` and MONAI Deploy would silently find no transforms.
+    Staging under the final name keeps the root right and the write atomic (``os.replace`` on one file system).
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield folder / out.name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def archive_root(path: str | os.PathLike) -> str:
+    """The root folder of a TorchScript zip archive (every member lies under it)."""
+    with zipfile.ZipFile(path) as zf:
+        roots = {name.split("/", 1)[0] for name in zf.namelist()}
+    if len(roots) != 1:
+        raise ValueError(f"{path} is not a TorchScript archive with one root folder: {sorted(roots)}")
+    return roots.pop()
+
+
+def read_embedded_configs(path: str | os.PathLike, names: Sequence[str] = ("metadata.json", "inference.json")) -> dict:
+    """The JSON configs embedded in a TorchScript file, read the way MONAI Deploy's bundle operator reads them:
+    ``<root>/extra/<name>`` where ``<root>`` is ``model`` or the file's stem. Raises ``KeyError`` naming the
+    file when one is missing under that root."""
+    import json
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        members = set(zf.namelist())
+        for root in ("model", path.stem):
+            if all(f"{root}/extra/{n}" in members for n in names):
+                return {n: json.loads(zf.read(f"{root}/extra/{n}")) for n in names}
+    raise KeyError(
+        f"{path}: no {', '.join(names)} under 'model/extra/' or '{path.stem}/extra/' (archive root: "
+        f"{archive_root(path)!r}); MONAI Deploy would run it without its pre/postprocessing."
+    )
+
+
 def _check(kind: str, out: Path, tmp: Path, diff: float, scale: float, atol: float, rtol: float) -> None:
-    """Accept ``tmp`` as ``out`` when ``diff <= atol + rtol * scale``; otherwise delete it and raise."""
+    """Accept ``tmp`` as ``out`` when ``diff <= atol + rtol * scale``; otherwise raise (the caller's staging
+    folder, and ``tmp`` with it, is removed)."""
     logger.info("%s %s: max |export - eager| = %.3g (max |eager| = %.3g)", kind, out, diff, scale)
     if diff > atol + rtol * scale:
-        tmp.unlink(missing_ok=True)
         raise AssertionError(
             f"{kind} export {out} differs from the eager model by {diff:.3g} > {atol:g} + {rtol:g} * {scale:.3g}; "
             "nothing was written."
@@ -131,33 +187,34 @@ def export_torchscript(
     deploy = is_fusible(eager) if deploy is None else deploy
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     meta_file = bundle / "configs" / "metadata.json"
     config_file = bundle / "configs" / config
-    if deploy or overrides:  # ckpt_export would embed the config file without the overrides
-        fused = reparameterize_model(eager) if deploy else eager
-        meta = json.loads(meta_file.read_text())
-        extra = {config_file.name: json.dumps({**json.loads(config_file.read_text()), **overrides}).encode()}
-        save_net_with_metadata(
-            torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
-        )
-        logger.info(
-            "%s: %s -> %s parameters",
-            "deployment form" if deploy else "exported as is",
-            *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
-        )
-    else:
-        ckpt_export(
-            net_id="network_def",
-            filepath=str(tmp),
-            ckpt_file=str(ckpt),
-            meta_file=str(meta_file),
-            config_file=str(config_file),
-            bundle_root=str(bundle),
-            **overrides,
-        )
-    diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
-    _check("TorchScript", out, tmp, diff, scale, atol, rtol)
+    with _staging(out) as tmp:
+        if deploy or overrides:  # ckpt_export would embed the config file without the overrides
+            fused = reparameterize_model(eager) if deploy else eager
+            meta = json.loads(meta_file.read_text())
+            extra = {config_file.name: json.dumps({**json.loads(config_file.read_text()), **overrides}).encode()}
+            save_net_with_metadata(
+                torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
+            )
+            logger.info(
+                "%s: %s -> %s parameters",
+                "deployment form" if deploy else "exported as is",
+                *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
+            )
+        else:
+            ckpt_export(
+                net_id="network_def",
+                filepath=str(tmp),
+                ckpt_file=str(ckpt),
+                meta_file=str(meta_file),
+                config_file=str(config_file),
+                bundle_root=str(bundle),
+                **overrides,
+            )
+        read_embedded_configs(tmp, ("metadata.json", config_file.name))  # the layout MONAI Deploy reads
+        diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
+        _check("TorchScript", out, tmp, diff, scale, atol, rtol)
     return diff
 
 
@@ -184,24 +241,24 @@ def export_onnx(
     dim = torch.export.Dim
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.onnx.export(
-        exported,
-        (torch.zeros(*example_shape),),
-        str(tmp),
-        input_names=["image"],
-        output_names=["pred"],
-        dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
-        dynamo=True,
-        verbose=False,
-    )
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        os.replace(tmp, out)
-        logger.warning("onnxruntime is not installed: %s was written but not checked", out)
-        return float("nan")
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    diff, scale = compare(net, lambda x: session.run(None, {"image": x.numpy()})[0], check_shapes)
-    _check("ONNX", out, tmp, diff, scale, atol, rtol)
+    with _staging(out) as tmp:
+        torch.onnx.export(
+            exported,
+            (torch.zeros(*example_shape),),
+            str(tmp),
+            input_names=["image"],
+            output_names=["pred"],
+            dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
+            dynamo=True,
+            verbose=False,
+        )
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            os.replace(tmp, out)
+            logger.warning("onnxruntime is not installed: %s was written but not checked", out)
+            return float("nan")
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        diff, scale = compare(net, lambda x: session.run(None, {"image": x.numpy()})[0], check_shapes)
+        _check("ONNX", out, tmp, diff, scale, atol, rtol)
     return diff
