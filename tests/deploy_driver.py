@@ -52,8 +52,9 @@ def main(plan_file: str, results_file: str) -> int:
 
     plan = json.loads(open(plan_file).read())
     results: dict = {"runs": {}, "sdk": {}}
-    import holoscan
     from importlib import metadata
+
+    import holoscan
 
     results["sdk"] = {
         "holoscan": holoscan.__version__,
@@ -73,7 +74,9 @@ def main(plan_file: str, results_file: str) -> int:
             error = traceback.format_exc()
         results["runs"][run["key"]] = {"seconds": time.perf_counter() - start, "error": error}
         logging.info("%s: %.2f s%s", run["key"], results["runs"][run["key"]]["seconds"], " FAILED" if error else "")
-    results["segs"] = {k: read_seg(r["input"], r["output"]) for r in plan["runs"] if r["app"] == "dicom" for k in [r["key"]]}
+    results["segs"] = {
+        k: read_seg(r["input"], r["output"]) for r in plan["runs"] if r["app"] == "dicom" for k in [r["key"]]
+    }
     if plan.get("missing_postproc_model"):
         try:
             apps.bundle_info(plan["missing_postproc_model"])

@@ -10,44 +10,42 @@ The arguments after the application name are the SDK's own (``-i/--input``, ``-o
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("dicom", "image", "check"):
-        print(__doc__)  # noqa: T201 - usage text on the command line
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    parser = argparse.ArgumentParser(
+        prog="python -m lightseg.deploy",
+        description="lightseg's MONAI Deploy apps; arguments not listed here go to the SDK (-i, -o, -m, -l).",
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("app", choices=("dicom", "image", "check"))
+    parser.add_argument("--scale", type=int, choices=(1, 255), default=255, help="PNG mask values: 0/255 or 0/1")
+    parser.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (image app)")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    command, rest = argv[0], argv[1:]
-    if command == "check":
+    if args.app == "check":
         from lightseg.deploy.runtime import preload_cudart
 
         loaded = preload_cudart()
+        from importlib import metadata
+
         import holoscan
-        import monai.deploy
 
         logging.getLogger("lightseg.deploy").info(
             "runtime ok: %s, holoscan %s, monai-deploy-app-sdk %s", loaded, holoscan.__version__,
-            getattr(monai.deploy, "__version__", "?"),
+            metadata.version("monai-deploy-app-sdk"),
         )  # fmt: skip
         return 0
-    scale = 255
-    overlay = False
-    if "--scale" in rest:
-        i = rest.index("--scale")
-        scale = int(rest[i + 1])
-        del rest[i : i + 2]
-    if "--overlay" in rest:
-        rest.remove("--overlay")
-        overlay = True
     from lightseg.deploy import apps
 
-    cls = apps.DicomSegApp if command == "dicom" else apps.ImageSegApp
-    app = cls([f"lightseg.deploy.{command}", f"lightseg.deploy.{command}", *rest])
-    app.png_scale = scale
-    app.overlay = overlay
+    cls = apps.DicomSegApp if args.app == "dicom" else apps.ImageSegApp
+    app = cls([f"lightseg.deploy.{args.app}", f"lightseg.deploy.{args.app}", *rest])
+    app.png_scale = args.scale
+    app.overlay = args.overlay
     app.run()
     return 0
 

@@ -152,4 +152,6 @@ class ImageSegApp(Application):
         )
         self.add_flow(loader, bundle, {("image", "image")})
         self.add_flow(bundle, writer, {("pred", "seg_image")})
-        logger.info("image app: %d file(s) from %s -> %s with %s", len(files), app_context.input_path, out, info["path"])
+        logger.info(
+            "image app: %d file(s) from %s -> %s with %s", len(files), app_context.input_path, out, info["path"]
+        )

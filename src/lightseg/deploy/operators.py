@@ -43,7 +43,10 @@ def list_image_files(path: str | Path) -> list[Path]:
     files = sorted(
         p
         for p in path.iterdir()
-        if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES) and "_seg." not in p.name and "_overlay." not in p.name
+        if p.is_file()
+        and p.name.lower().endswith(IMAGE_SUFFIXES)
+        and "_seg." not in p.name
+        and "_overlay." not in p.name
     )
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}.")
