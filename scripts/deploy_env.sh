@@ -8,8 +8,9 @@
 # library Holoscan loads even without a GPU (nvidia-cuda-runtime) and lightseg itself (installed without its
 # dependencies: the SDK's tritonclient needs protobuf < 7, which constraints.txt excludes). It is cached by a hash
 # of deploy/requirements-env.txt, constraints-deploy.txt and pyproject.toml; lightseg is installed editable, so code
-# changes need no rebuild. A half-built environment is never reused: it is built in a temp folder and moved into
-# place when complete. Set LIGHTSEG_DEPLOY_REBUILD=1 to force a rebuild.
+# changes need no rebuild. A half-built environment is never reused (the `.complete` marker is written last, after
+# `python -m lightseg.deploy check` passed); concurrent callers wait on a lock. LIGHTSEG_DEPLOY_REBUILD=1 forces a
+# rebuild.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,9 @@ cache="${LIGHTSEG_CACHE:-$HOME/.cache/lightseg}"
 env_dir="$cache/deploy-$hash"
 python="${PYTHON:-python3}"
 
+mkdir -p "$cache"
+exec 9>"$cache/.deploy-$hash.lock"
+flock 9
 if [[ -x "$env_dir/bin/python" && -f "$env_dir/.complete" && "${LIGHTSEG_DEPLOY_REBUILD:-0}" != 1 ]]; then
     # reuse; make sure lightseg points at this checkout (an editable install from another worktree would not)
     if ! "$env_dir/bin/python" -c "import lightseg, sys; sys.exit(not lightseg.__file__.startswith('$root/'))" \
@@ -33,13 +37,11 @@ if [[ -x "$env_dir/bin/python" && -f "$env_dir/.complete" && "${LIGHTSEG_DEPLOY_
     exit 0
 fi
 
-mkdir -p "$cache"
 start=$SECONDS
 tmp="$(mktemp -d "$cache/.deploy-$hash.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-echo "deploy_env.sh: building $env_dir (a few minutes)" >&2
-# build at the final path (venv scripts record it), under a lock-free temp name swap
-rm -rf "$env_dir"
+echo "deploy_env.sh: building $env_dir (about a minute with a warm pip cache)" >&2
+rm -rf "$env_dir"  # built in place: venv scripts record their path
 "$python" -m venv "$env_dir"
 {
     "$env_dir/bin/python" -m pip install -q --upgrade "pip>=24"

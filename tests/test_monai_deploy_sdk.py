@@ -40,6 +40,8 @@ INPUTS = (
     ("gray_png", "png", 45, 70, False),
     ("rgb_png", "png", 83, 59, True),
     ("photo_jpg", "jpg", 67, 93, True),
+    ("gray_tif", "tif", 39, 74, False),
+    ("rgb_bmp", "bmp", 50, 66, True),
 )
 
 
