@@ -44,11 +44,48 @@ def test_export_torchscript_matches_eager(trained_like, tmp_path):
     assert diff < 1e-5
 
 
+def test_torchscript_archive_layout_is_the_one_monai_deploy_reads(trained_like, tmp_path):
+    """MONAI Deploy's bundle operator opens the TorchScript zip and reads ``<root>/extra/inference.json`` and
+    ``<root>/extra/metadata.json`` with ``<root>`` = ``model`` or the file's stem; any other root makes it run with
+    no transforms and no error. Read the archive back the same way."""
+    import json
+    import zipfile
+
+    from lightseg.export import archive_root, read_embedded_configs
+
+    _, ckpt = trained_like
+    for name, bundle in (("model.ts", "cmunext_xxs"), ("lvunet_fused.ts", "lvunet")):
+        ckpt_b = ckpt if bundle == "cmunext_xxs" else tmp_path / "lv.pt"
+        if bundle == "lvunet":  # as at the end of deep training, so that it exports fused
+            from lightseg.networks.blocks.vanilla import set_deep_training_slope
+
+            lv = create_network("lvunet")
+            set_deep_training_slope(lv, 1.0)
+            torch.save(lv.state_dict(), ckpt_b)
+        out = tmp_path / name
+        export_torchscript(BUNDLES / bundle, out, ckpt=ckpt_b)
+        assert archive_root(out) == out.stem
+        with zipfile.ZipFile(out) as zf:
+            members = set(zf.namelist())
+        assert f"{out.stem}/extra/inference.json" in members and f"{out.stem}/extra/metadata.json" in members
+        configs = read_embedded_configs(out)
+        on_disk = json.loads((BUNDLES / bundle / "configs" / "inference.json").read_text())
+        assert configs["inference.json"]["postprocessing"] == on_disk["postprocessing"]
+        assert configs["metadata.json"]["network_data_format"]["outputs"].keys() == {"pred"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # staging folders gone
+    # the layout the old temp-file export produced is reported, not silently accepted
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(tmp_path / ".model.ts.tmp"))
+    (tmp_path / ".model.ts.tmp").rename(tmp_path / "bad.ts")
+    assert archive_root(tmp_path / "bad.ts") == ".model.ts"
+    with pytest.raises(KeyError, match="without its pre/postprocessing"):
+        read_embedded_configs(tmp_path / "bad.ts")
+
+
 def test_failed_check_writes_nothing(trained_like, tmp_path):
     _, ckpt = trained_like
     with pytest.raises(AssertionError, match="nothing was written"):
         export_torchscript(BUNDLES / "cmunext_xxs", tmp_path / "model.ts", ckpt=ckpt, atol=-1.0, rtol=0.0)
-    assert not any(tmp_path.glob("*.ts*"))
+    assert not any(tmp_path.glob("*.ts*")) and not any(tmp_path.glob(".*"))
 
 
 @pytest.mark.slow

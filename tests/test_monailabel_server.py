@@ -40,11 +40,11 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import BUNDLES, ROOT
+from .conftest import BUNDLE_NAMES, BUNDLES, ROOT
 
 logger = logging.getLogger(__name__)
 
-NAMES = ("cmunext_xxs", "lvunet", "litenext", "mininet")
+NAMES = tuple(BUNDLE_NAMES)  # every folder in bundles/
 PROBE = "probe"
 IMAGE_SIZE = [128, 128]
 H, W = 45, 70

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,16 @@ from torch import nn
 from lightseg.networks import reparameterize_model
 from lightseg.utils import atomic_path
 
-__all__ = ["check_shapes_for", "compare", "export_onnx", "export_torchscript", "is_fusible", "load_bundle_network"]
+__all__ = [
+    "archive_root",
+    "check_shapes_for",
+    "compare",
+    "export_onnx",
+    "export_torchscript",
+    "is_fusible",
+    "load_bundle_network",
+    "read_embedded_configs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +99,33 @@ def compare(reference: nn.Module, run, shapes: Sequence[Sequence[int]], seed: in
             worst = max(worst, float((ref - torch.as_tensor(run(x))).abs().max()))
             scale = max(scale, float(ref.abs().max()))
     return worst, scale
+
+
+def archive_root(path: str | os.PathLike) -> str:
+    """The root folder of a TorchScript zip archive (every member lies under it)."""
+    with zipfile.ZipFile(path) as zf:
+        roots = {name.split("/", 1)[0] for name in zf.namelist()}
+    if len(roots) != 1:
+        raise ValueError(f"{path} is not a TorchScript archive with one root folder: {sorted(roots)}")
+    return roots.pop()
+
+
+def read_embedded_configs(path: str | os.PathLike, names: Sequence[str] = ("metadata.json", "inference.json")) -> dict:
+    """The JSON configs embedded in a TorchScript file, read the way MONAI Deploy's bundle operator reads them:
+    ``<root>/extra/<name>`` where ``<root>`` is ``model`` or the file's stem. Raises ``KeyError`` naming the
+    file when one is missing under that root."""
+    import json
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        members = set(zf.namelist())
+        for root in ("model", path.stem):
+            if all(f"{root}/extra/{n}" in members for n in names):
+                return {n: json.loads(zf.read(f"{root}/extra/{n}")) for n in names}
+    raise KeyError(
+        f"{path}: no {', '.join(names)} under 'model/extra/' or '{path.stem}/extra/' (archive root: "
+        f"{archive_root(path)!r}); MONAI Deploy would run it without its pre/postprocessing."
+    )
 
 
 def _check(kind: str, out: Path, diff: float, scale: float, atol: float, rtol: float) -> None:
@@ -160,6 +197,7 @@ def export_torchscript(
                 config_file=str(config_file),
                 bundle_root=str(bundle),
             )
+        read_embedded_configs(tmp, ("metadata.json", config_file.name))  # the layout MONAI Deploy reads
         diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
         _check("TorchScript", out, diff, scale, atol, rtol)
     return diff
