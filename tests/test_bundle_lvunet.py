@@ -88,7 +88,9 @@ def test_pretrained_file_is_loaded_and_deployment_form_scores_the_same(tiny_data
         results[deploy] = _metrics(eval_dir / "metrics.csv")
     assert results[True].keys() == results[False].keys()
     for key, value in results[False].items():
-        assert results[True][key] == pytest.approx(value, abs=1e-6), key
+        # fused logits differ by float rounding (<= 1e-5): thresholded metrics agree to 1e-6, AUC (a ranking of
+        # near-tied probabilities) to 1e-5
+        assert results[True][key] == pytest.approx(value, abs=1e-5 if "auc" in key else 1e-6), key
 
 
 @pytest.mark.slow
