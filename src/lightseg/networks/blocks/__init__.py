@@ -11,6 +11,7 @@ from lightseg.networks.blocks.cmunext import (
     SkipFusion,
     UpConv,
 )
+from lightseg.networks.blocks.mininet import DMResBlock
 from lightseg.networks.blocks.mobilenetv3 import ConvBNAct, InvertedResidual, MobileNetV3Large, SqueezeExcitation
 from lightseg.networks.blocks.vanilla import FusibleBlock, SeriesActivation, fuse_conv_bn
 
@@ -20,6 +21,7 @@ __all__ = [
     "ConvActNorm",
     "ConvBNAct",
     "ConvNormAct",
+    "DMResBlock",
     "FusibleBlock",
     "InvertedResidual",
     "MobileNetV3Large",
