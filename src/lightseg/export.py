@@ -231,31 +231,21 @@ def export_onnx(
     with atomic_path(out) as tmp:
         # a batch of 2: with 1, torch.export may specialize the batch axis to 1 (LiteNeXt does)
         example = (torch.zeros(max(2, int(example_shape[0])), *example_shape[1:]),)
+        common = {"input_names": ["image"], "output_names": ["pred"], "verbose": False}
         try:
-            torch.onnx.export(
-                exported,
-                example,
-                str(tmp),
-                input_names=["image"],
-                output_names=["pred"],
-                dynamic_shapes=({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},),
-                dynamo=True,
-                verbose=False,
-            )
+            dynamic = ({0: dim("batch"), 2: dim.DYNAMIC, 3: dim.DYNAMIC},)
+            torch.onnx.export(exported, example, str(tmp), dynamic_shapes=dynamic, dynamo=True, **common)
         except Exception as e:  # the torch.export-based exporter cannot solve some shape constraints (LV-UNet)
-            logger.info(
-                "torch.export-based ONNX export failed (%s); using the TorchScript-based exporter", type(e).__name__
-            )
+            logger.info("torch.export ONNX export failed (%s); using the TorchScript-based exporter", type(e).__name__)
             axes = {0: "batch", 2: "height", 3: "width"}
             torch.onnx.export(
                 exported,
                 example,
                 str(tmp),
-                input_names=["image"],
-                output_names=["pred"],
                 dynamic_axes={"image": axes, "pred": axes},
                 dynamo=False,
                 opset_version=ONNX_OPSET,
+                **common,
             )
         try:
             import onnxruntime as ort
