@@ -20,5 +20,5 @@ def test_round_trip_and_update(tmp_path):
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
 def test_bad_file_named(tmp_path, content):
     (tmp_path / "settings.json").write_text(content)
-    with pytest.raises(ValueError, match="settings.json"):
+    with pytest.raises(ValueError, match=r"settings\.json"):
         read_settings(tmp_path / "model.pt")
