@@ -8,6 +8,7 @@ from lightseg.handlers.early_stopping import EarlyStopping
 from lightseg.handlers.ema import EMAUpdate
 from lightseg.handlers.loss_terms import LossTermsLogger
 from lightseg.handlers.reparameterize import Reparameterize
+from lightseg.handlers.run import RunRecorder
 
 __all__ = [
     "DeepTrainingSchedule",
@@ -17,6 +18,7 @@ __all__ = [
     "ModelSaver",
     "Reparameterize",
     "ResumableCheckpoint",
+    "RunRecorder",
     "atomic_save",
     "deep_training_slope",
     "unwrap",
