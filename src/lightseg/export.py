@@ -39,9 +39,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def travelling_settings(
-    bundle_dir: str | os.PathLike, ckpt: str | os.PathLike, config: str = "inference.json"
-) -> dict:
+def travelling_settings(bundle_dir: str | os.PathLike, ckpt: str | os.PathLike, config: str = "inference.json") -> dict:
     """The values of :data:`lightseg.settings.INFERENCE_KEYS` for the model ``ckpt``, as literals: the training's
     (``settings.json`` beside it) where saved, else the config's defaults, evaluated. Exports embed them, so an
     archive carries its preprocessing and MONAI Deploy never evaluates an expression that needs the bundle."""

@@ -32,6 +32,7 @@ __all__ = [
     "latest_resumable_run",
     "new_run_name",
     "promote",
+    "resumable_params",
     "run_dir",
     "run_name",
 ]
@@ -64,22 +65,13 @@ def latest_resumable_run(runs_dir: str | os.PathLike) -> str | None:
 
 
 def run_name(runs_dir: str | os.PathLike, resume: object = False) -> str:
-    """The default run name: the latest resumable run with ``resume``, else a new one.
-
-    Raises:
-        RunError: ``resume`` is set and no run folder under ``runs_dir`` holds a checkpoint.
-    """
+    """The default run name: with ``resume``, the latest run folder under ``runs_dir`` that holds a checkpoint;
+    otherwise (or when there is none: :func:`check_run` then stops with the path) a new name."""
     from lightseg.utils import as_bool
 
-    if not as_bool(resume):
-        return new_run_name()
-    name = latest_resumable_run(runs_dir)
+    name = latest_resumable_run(runs_dir) if as_bool(resume) else None
     if name is None:
-        raise RunError(
-            f"--resume true: no checkpoint to resume under {runs_dir} (looked for "
-            f"{Path(runs_dir) / '*' / 'checkpoints' / CHECKPOINT_NAME}). Start a new run without --resume, or "
-            "pass --run_name of the run to continue."
-        )
+        return new_run_name()
     logger.info("resuming the latest run with a checkpoint: %s", Path(runs_dir) / name)
     return name
 
@@ -107,6 +99,7 @@ def check_run(
     checkpoint_dir: str | os.PathLike,
     models_dir: str | os.PathLike,
     resume: object = False,
+    runs_dir: str | os.PathLike | None = None,
 ) -> bool:
     """Pre-flight of a training run (``train.json``'s ``initialize``): nothing is trained that cannot be saved.
 
@@ -118,8 +111,9 @@ def check_run(
 
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME
     if as_bool(resume) and not checkpoint.is_file():
+        where = f" and no run folder under {runs_dir} holds one" if runs_dir else ""
         raise RunError(
-            f"--resume true: checkpoint {checkpoint} does not exist. Start without --resume, or pass the "
+            f"--resume true: checkpoint {checkpoint} does not exist{where}. Start without --resume, or pass the "
             "--run_name (or --checkpoint_dir) of the run to continue."
         )
     if not as_bool(resume) and checkpoint.is_file():
@@ -199,3 +193,35 @@ def promote(run_models: str | os.PathLike, models_dir: str | os.PathLike, runs_d
         written.append(dst / path.name)
     logger.info("promoted %s to %s: %s", src, dst, [p.name for p in written])
     return written
+
+
+def resumable_params(
+    params: dict, tracking_uri: str | None, experiment_name: str, name: str, resume: object = False
+) -> dict:
+    """``params`` for MONAI's MLFlowHandler, minus those a resumed run logged before with another value.
+
+    MLflow refuses to change a logged parameter, and a resumed run continues the same MLflow run (same run name):
+    a new value (``--epochs`` extended, say) is recorded as the tag ``lightseg.resumed.<key>`` instead.
+    """
+    from lightseg.utils import as_bool
+
+    if not as_bool(resume):
+        return params
+    run_id = find_mlflow_run(tracking_uri, experiment_name, name)
+    if run_id is None:
+        return params
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    logged = client.get_run(run_id).data.params
+    kept, changed = {}, {}
+    for key, value in params.items():
+        if key in logged and logged[key] != str(value):
+            changed[key] = value
+        else:
+            kept[key] = value
+    for key, value in changed.items():
+        client.set_tag(run_id, f"lightseg.resumed.{key}", str(value))
+    if changed:
+        logger.info("resumed MLflow run %s: changed parameters recorded as tags: %s", run_id, changed)
+    return kept
