@@ -61,7 +61,7 @@ class RunRecorder:
         promote: object = True,
         save: object = True,
     ) -> None:
-        self.settings = _plain(dict(settings))
+        self.settings = _plain({k: v for k, v in dict(settings).items() if not str(k).startswith("_")})
         for key in self.PATH_KEYS:
             if self.settings.get(key):
                 self.settings[key] = os.path.abspath(self.settings[key])
