@@ -159,7 +159,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, colour=None, alpha: float = 0
         out[mask] = (1 - alpha) * out[mask] + alpha * rgb
         if contour:
             out[_boundary(mask)] = rgb
-    return out.clip(0, 255).astype(np.uint8)
+    return np.rint(out).clip(0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------- selection
@@ -283,7 +283,7 @@ def plot_grid(cases: Sequence[ImageCase], groups: Mapping[str, Sequence[int]], p
             overlay(case.image, case.gt, None if multi else GT_COLOUR),
             overlay(case.image, case.pred, None if multi else PRED_COLOUR),
         )
-        for c, (ax, pic) in enumerate(zip(axes[r], pictures)):
+        for c, (ax, pic) in enumerate(zip(axes[r], pictures, strict=True)):
             ax.imshow(pic)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -302,7 +302,7 @@ def plot_histogram(cases: Sequence[ImageCase], path: str | os.PathLike) -> Path:
     """``dice_hist.png``: per-image Dice and IoU histograms on [0, 1], mean and median marked."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, name in zip(axes, ("dice", "iou")):
+    for ax, name in zip(axes, ("dice", "iou"), strict=True):
         values = np.asarray([getattr(c, name) for c in cases], dtype=np.float64)
         ax.hist(values, bins=20, range=(0, 1), color="tab:blue", edgecolor="white")
         ax.axvline(values.mean(), color="tab:red", label=f"mean {values.mean():.3f}")
@@ -330,9 +330,9 @@ def plot_learning_curves(histories: Mapping[str, Sequence[tuple[int, float]]], p
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
-    for ax, (title, group) in zip(axes[0], panels):
+    for ax, (title, group) in zip(axes[0], panels, strict=True):
         for name, points in sorted(group.items()):
-            steps, values = zip(*points)
+            steps, values = zip(*points, strict=True)
             ax.plot(steps, values, label=name, linewidth=1.2)
         ax.set_title(title)
         ax.set_xlabel("iteration" if title == "loss" else "epoch")
@@ -411,11 +411,16 @@ def write_html(
     }
     for name in images:
         parts.append(f"<h2>{titles.get(name, name)}</h2><p><img src='{html.escape(name)}' alt='{name}'></p>")
-    rows = [(f"{g}: {cases[i].name}", f"Dice {cases[i].dice:.4f}, IoU {cases[i].iou:.4f}") for g in GROUPS for i in groups.get(g, [])]
+    rows = [
+        (f"{g}: {cases[i].name}", f"Dice {cases[i].dice:.4f}, IoU {cases[i].iou:.4f}")
+        for g in GROUPS
+        for i in groups.get(g, [])
+    ]
     parts += ["<h2>Selected images</h2>", _table(rows)]
     if metrics:
         parts += ["<h2>All metrics</h2>", _table(sorted(metrics.items()))]
-    parts += ["<h2>Training settings</h2>", _table(sorted((settings or {}).items())) if settings else "<p>none saved</p>"]
+    parts.append("<h2>Training settings</h2>")
+    parts.append(_table(sorted(settings.items())) if settings else "<p>none saved</p>")
     parts.append("</body></html>\n")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

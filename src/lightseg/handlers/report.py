@@ -127,7 +127,9 @@ class EvaluationReport:
 
         dataset = engine.data_loader.dataset  # type: ignore[attr-defined]
         batch = list_data_collate([dataset[index]])
-        inputs, targets, args, kwargs = engine.prepare_batch(batch, engine.state.device, engine.non_blocking)  # type: ignore[attr-defined]
+        prepared = engine.prepare_batch(batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)  # type: ignore[attr-defined]
+        inputs, targets = prepared[:2]
+        args, kwargs = (prepared[2], prepared[3]) if len(prepared) == 4 else ((), {})
         engine.network.eval()  # type: ignore[attr-defined]
         with torch.no_grad():
             pred = engine.inferer(inputs, engine.network, *args, **kwargs)  # type: ignore[attr-defined]
