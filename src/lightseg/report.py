@@ -301,6 +301,8 @@ def plot_grid(cases: Sequence[ImageCase], groups: Mapping[str, Sequence[int]], p
 def plot_histogram(cases: Sequence[ImageCase], path: str | os.PathLike) -> Path:
     """``dice_hist.png``: per-image Dice and IoU histograms on [0, 1], mean and median marked."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, name in zip(axes, ("dice", "iou"), strict=True):
         values = np.asarray([getattr(c, name) for c in cases], dtype=np.float64)
@@ -309,6 +311,7 @@ def plot_histogram(cases: Sequence[ImageCase], path: str | os.PathLike) -> Path:
         ax.axvline(np.median(values), color="tab:green", linestyle="--", label=f"median {np.median(values):.3f}")
         ax.set_xlabel(f"per-image {'Dice' if name == 'dice' else 'IoU'}")
         ax.set_ylabel("images")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(f"{len(cases)} images")
     fig.tight_layout()
@@ -329,6 +332,8 @@ def plot_learning_curves(histories: Mapping[str, Sequence[tuple[int, float]]], p
     if not panels:
         return None
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, (title, group) in zip(axes[0], panels, strict=True):
         for name, points in sorted(group.items()):
@@ -336,6 +341,7 @@ def plot_learning_curves(histories: Mapping[str, Sequence[tuple[int, float]]], p
             ax.plot(steps, values, label=name, linewidth=1.2)
         ax.set_title(title)
         ax.set_xlabel("iteration" if title == "loss" else "epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
