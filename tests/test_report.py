@@ -120,10 +120,11 @@ def test_select_cases_picks_best_median_worst():
     assert groups["worst"] == ranked[-3:]
     assert groups["median"] == ranked[8:11]
     assert scores[groups["median"][1]] == pytest.approx(np.median(scores))
-    # fewer than 3k images: each shown once, best first, then worst, the rest in the middle
-    small = select_cases([0.2, 0.9, 0.5, 0.7, 0.1], k=3)
-    assert small == {"best": [1, 3, 2], "median": [], "worst": [0, 4]}
+    # fewer than 3k images: each shown once, in three near-equal groups
+    assert select_cases([0.2, 0.9, 0.5, 0.7, 0.1], k=3) == {"best": [1, 3], "median": [2], "worst": [0, 4]}
+    assert select_cases([0.2, 0.9, 0.5], k=3) == {"best": [1], "median": [2], "worst": [0]}
     assert select_cases([0.3], k=3) == {"best": [0], "median": [], "worst": []}
+    assert select_cases([], k=3) == {"best": [], "median": [], "worst": []}
 
 
 def test_case_scores_binary_and_multiclass():
@@ -335,7 +336,11 @@ def test_train_evaluate_report_infer_overlay(tiny_dataset, tmp_path):
     for name in ("report.png", "dice_hist.png", "learning_curves.png", "per_image.csv", "report.html"):
         assert (report / name).is_file(), name
     with open(report / "per_image.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(json.loads(datalist.read_text())["testing"])
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(json.loads(datalist.read_text())["testing"])
+    with open(out / "eval" / "mean_dice_raw.csv") as f:  # MetricsSaver's per-image Dice of the same run
+        saved = {r["filename"]: float(r["mean"]) for r in csv.DictReader(f, delimiter=",")}
+    assert {r["file"]: float(r["dice"]) for r in rows} == pytest.approx(saved, abs=1e-4)
     logged = client.get_run(run.info.run_id).data.metrics
     assert "test_mean_dice" in logged and "test_pooled_dice" in logged
     assert "evaluation/testing/report.html" in {

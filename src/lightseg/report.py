@@ -168,7 +168,8 @@ def overlay(image: np.ndarray, labels: np.ndarray, colour=None, alpha: float = 0
 def select_cases(scores: Sequence[float], k: int = 3) -> dict[str, list[int]]:
     """Indices of the ``k`` best, ``k`` median and ``k`` worst ``scores`` (best first within each group).
 
-    With fewer than ``3 k`` scores every index appears once: best first, then worst, the rest as the median.
+    With fewer than ``3 k`` scores every index appears once, split into three near-equal groups (best, worst,
+    then the median gets what is left): 1 best, 1 median, 1 worst of 3 images.
     """
     values = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-1.0)
     order = [int(i) for i in np.argsort(-values, kind="stable")]
@@ -176,10 +177,9 @@ def select_cases(scores: Sequence[float], k: int = 3) -> dict[str, list[int]]:
     if n >= 3 * k:
         start = n // 2 - k // 2
         return {"best": order[:k], "median": order[start : start + k], "worst": order[n - k :]}
-    best = order[: min(k, n)]
-    rest = order[len(best) :]
-    worst = rest[-k:] if rest else []
-    return {"best": best, "median": rest[: len(rest) - len(worst)], "worst": worst}
+    n_best = math.ceil(n / 3)
+    n_worst = math.ceil((n - n_best) / 2)
+    return {"best": order[:n_best], "median": order[n_best : n - n_worst], "worst": order[n - n_worst :]}
 
 
 # ---------------------------------------------------------------------------------------------------- MLflow
