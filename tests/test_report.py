@@ -267,6 +267,41 @@ def test_handler_without_run_or_with_dead_server(tmp_path, caplog):
     assert not (tmp_path / "missing.db").exists()  # no empty store created
 
 
+def test_handler_multiclass(tmp_path):
+    """3 classes (softmax, label map): per-image Dice is the mean over the two foreground classes."""
+    size = 20
+    items, expected = [], []
+    for i in range(4):
+        label = torch.zeros(1, size, size)
+        label[0, 2:8, 2:8] = 1
+        label[0, 12:18, 12:18] = 2
+        guess = label.clone()
+        if i % 2:
+            guess[guess == 2] = 0  # class 2 missed: Dice 1 for class 1, 0 for class 2
+        logits = torch.nn.functional.one_hot(guess[0].long(), 3).movedim(-1, 0).float() * 10
+        image = MetaTensor(logits, meta={"filename_or_obj": f"/d/m{i}.png"})
+        items.append({"image": image, "label": MetaTensor(label)})
+        expected.append(0.5 if i % 2 else 1.0)
+
+    class _Identity(_Channel0):
+        def forward(self, x):
+            return x + 0 * self.dummy
+
+    loader = DataLoader(Dataset(items), batch_size=2, shuffle=False, num_workers=0)
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=loader,
+        network=_Identity(),
+        postprocessing=Activationsd(keys="pred", softmax=True),
+    )
+    handler = EvaluationReport(tmp_path / "r")
+    handler.attach(evaluator)
+    evaluator.run()
+    assert [c.dice for c in handler.cases] == pytest.approx(expected)
+    assert set(np.unique(handler.cases[0].gt)) == {0, 1, 2} and set(np.unique(handler.cases[1].pred)) == {0, 1}
+    assert (tmp_path / "r" / "report.png").is_file()
+
+
 # ---------------------------------------------------------------------------------------------------- overlays
 
 
@@ -298,6 +333,64 @@ def test_save_overlay_wrong_size_names_file(tmp_path):
         SaveOverlayd("pred", output_dir=tmp_path)(
             {"pred": MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": str(src)})}
         )
+
+
+def _reddened(path: Path) -> np.ndarray:
+    pic = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return pic[..., 0] - pic[..., 1] > 30
+
+
+@pytest.mark.slow
+def test_inferring_overlays_for_every_format(tmp_path):
+    """A fixed 1x1 convolution marks bright pixels: each overlay is at the input's size with the asymmetric
+    bright block coloured where it is in the file (PNG gray/RGBA, JPEG, TIFF, BMP, 2D NIfTI, DICOM)."""
+    import nibabel as nib
+
+    from tests.dicom_utils import write_dicom
+
+    h, w = 45, 70
+    a = np.full((h, w), 20, np.uint8)
+    a[5:15, 44:64] = 235  # top-right block
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(a).save(inputs / "gray.png")
+    Image.fromarray(np.stack([a, a, a, np.full_like(a, 255)], -1)).save(inputs / "rgba.png")
+    Image.fromarray(np.stack([a] * 3, -1)).save(inputs / "photo.jpg", quality=98)
+    Image.fromarray(np.stack([a] * 3, -1)).save(inputs / "scan.tif")
+    Image.fromarray(np.stack([a] * 3, -1)).save(inputs / "bitmap.bmp")
+    nib.save(nib.Nifti1Image(a.T.astype(np.float32), np.diag([0.5, 0.7, 1, 1])), inputs / "slice.nii.gz")
+    write_dicom(inputs / "frame.dcm", a.astype(np.uint16) * 16)
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save({"weight": torch.ones(1, 3, 1, 1), "bias": torch.zeros(1)}, models / "model.pt")
+    out = tmp_path / "out"
+    net_def = {"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1}
+    _ok(
+        run_bundle(
+            "cmunext_xxs", ("inference.json",), input=str(inputs), ckpt_dir=str(models), output_dir=str(out),
+            image_size=[64, 64], network_def=net_def, overlay="true",
+        )
+    )  # fmt: skip
+    expected = np.zeros((h, w), bool)
+    expected[5:15, 44:64] = True
+    for stem in ("gray", "rgba", "photo", "scan", "bitmap", "slice", "frame"):
+        mask = np.array(Image.open(out / f"{stem}_seg.png")) > 0
+        coloured = _reddened(out / f"{stem}_overlay.png")
+        assert coloured.shape == (h, w), stem
+        assert (coloured ^ expected).sum() <= 2 * (10 + 20) + 4, stem
+        assert np.array_equal(coloured, mask), stem  # the overlay shows the written mask, pixel for pixel
+
+    # off by default
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(inputs / "gray.png", single)
+    _ok(
+        run_bundle(
+            "cmunext_xxs", ("inference.json",), input=str(single), ckpt_dir=str(models),
+            output_dir=str(tmp_path / "plain"), image_size=[64, 64], network_def=net_def,
+        )
+    )  # fmt: skip
+    assert (tmp_path / "plain" / "gray_seg.png").is_file() and not list((tmp_path / "plain").glob("*_overlay.png"))
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
