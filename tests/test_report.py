@@ -254,7 +254,7 @@ def test_handler_without_run_or_with_dead_server(tmp_path, caplog):
     handler = EvaluationReport(tmp_path / "a", ckpt_path=tmp_path / "none" / "model.pt")
     _run_evaluator(items, handler)
     assert (tmp_path / "a" / "report.html").is_file() and not (tmp_path / "a" / "learning_curves.png").exists()
-    assert "learning curves skipped" in caplog.text
+    assert caplog.text.count("learning curves skipped") == 1
 
     ckpt = tmp_path / "models" / "model.pt"
     write_settings(ckpt, {"mlflow_run_id": "0123", "tracking_uri": "http://127.0.0.1:9"})
@@ -263,8 +263,28 @@ def test_handler_without_run_or_with_dead_server(tmp_path, caplog):
     assert time.monotonic() - start < 20
     assert (tmp_path / "b" / "report.html").is_file()
     assert "unreachable" in caplog.text
+    assert caplog.text.count("unreachable") == 1
     assert log_to_mlflow(f"sqlite:///{tmp_path / 'missing.db'}", "0123", {"x": 1.0}) is False
     assert not (tmp_path / "missing.db").exists()  # no empty store created
+
+
+def test_log_to_a_server_that_is_not_mlflow(tmp_path):
+    """An HTTP server that answers, but not as MLflow: False within seconds (no retries), environment restored."""
+    import http.server
+    import os
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        start = time.monotonic()
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        assert log_to_mlflow(uri, "0123", {"test_mean_dice": 0.5}, tmp_path) is False
+        assert time.monotonic() - start < 15
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
 
 
 def test_handler_multiclass(tmp_path):

@@ -19,6 +19,7 @@ mean over foreground classes for several). Images are shown as the files look: M
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
@@ -26,7 +27,8 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Hashable, Mapping, Sequence
+import time
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -52,6 +54,7 @@ __all__ = [
     "metric_histories",
     "mlflow_client",
     "overlay",
+    "quick_http",
     "select_cases",
     "thumbnail",
 ]
@@ -189,11 +192,25 @@ def _sqlite_path(uri: str) -> str | None:
     return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
 
 
+@contextlib.contextmanager
+def quick_http(timeout: float = 10.0) -> Iterator[None]:
+    """MLflow HTTP requests without retries and with a ``timeout`` (unless the environment sets them), restored on
+    exit: a tracking server that answers badly costs seconds, not minutes of retries."""
+    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def mlflow_client(tracking_uri: str | None, timeout: float = 5.0):
     """An ``MlflowClient`` for ``tracking_uri`` when it can be reached, else None (one log line says why).
 
     A SQLite store must exist already (no empty store is created); an HTTP server must accept a connection within
-    ``timeout`` seconds, and its requests are then made without retries.
+    ``timeout`` seconds. Make the client's requests inside :func:`quick_http`.
     """
     if not tracking_uri:
         return None
@@ -208,10 +225,8 @@ def mlflow_client(tracking_uri: str | None, timeout: float = 5.0):
         try:
             socket.create_connection((parsed.hostname, port), timeout=timeout).close()
         except OSError as e:
-            logger.warning("MLflow: tracking server %s unreachable (%s); nothing logged.", uri, e)
+            logger.warning("MLflow: tracking server %s unreachable (%s); nothing read or logged.", uri, e)
             return None
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout, 1) * 2)))
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -219,10 +234,12 @@ def mlflow_client(tracking_uri: str | None, timeout: float = 5.0):
 
 def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
     """``{metric: [(step, value), ...]}`` of every metric of the run (sorted by step)."""
-    names = sorted(client.get_run(run_id).data.metrics)
-    return {
-        name: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run_id, name)) for name in names
-    }
+    with quick_http():
+        names = sorted(client.get_run(run_id).data.metrics)
+        return {
+            name: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run_id, name))
+            for name in names
+        }
 
 
 def log_to_mlflow(
@@ -231,28 +248,33 @@ def log_to_mlflow(
     metrics: Mapping[str, float],
     report_dir: str | os.PathLike | None = None,
     artifact_path: str = "evaluation",
+    client=None,
 ) -> bool:
     """Log ``metrics`` and the files of ``report_dir`` (under ``artifact_path``) to an existing run.
 
-    Returns False (with one log line) when the run is not known or cannot be reached; never raises for that.
+    ``client``: an ``MlflowClient`` from :func:`mlflow_client` (made from ``tracking_uri`` when None). Returns
+    False (with one log line) when the run is not known or cannot be reached; never raises for that.
     """
     if not run_id:
         logger.warning("MLflow: the model has no known run (no mlflow_run_id in its settings); nothing logged.")
         return False
-    client = mlflow_client(tracking_uri)
+    client = client or mlflow_client(tracking_uri)
     if client is None:
         return False
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
     try:
-        client.get_run(run_id)
-        for name, value in metrics.items():
-            if value is not None and math.isfinite(float(value)):
-                client.log_metric(run_id, name, float(value))
-        if report_dir is not None:
-            client.log_artifacts(run_id, str(report_dir), artifact_path)
+        with quick_http():
+            client.get_run(run_id)
+            client.log_batch(run_id, metrics=batch)
+            if report_dir is not None:
+                client.log_artifacts(run_id, str(report_dir), artifact_path)
     except Exception as e:
         logger.warning("MLflow: could not log to run %s at %s (%s); nothing more logged.", run_id, tracking_uri, e)
         return False
-    logger.info("MLflow: logged %d metrics and %s to run %s", len(metrics), artifact_path, run_id)
+    logger.info("MLflow: logged %d metrics and %s to run %s", len(batch), artifact_path, run_id)
     return True
 
 

@@ -166,17 +166,19 @@ class EvaluationReport:
         settings = self._settings()
         run_id = self.run_id or settings.get("mlflow_run_id")
         tracking_uri = self.tracking_uri or settings.get("tracking_uri")
+        client = mlflow_client(tracking_uri) if run_id else None
+        if not run_id:
+            logger.info(
+                "no MLflow run known for %s (no mlflow_run_id in its settings): learning curves skipped, report and "
+                "metrics not logged to MLflow",
+                self.ckpt_path,
+            )
         histories = None
-        if run_id and tracking_uri:
-            client = mlflow_client(tracking_uri)
-            if client is not None:
-                try:
-                    histories = metric_histories(client, run_id)
-                except Exception as e:
-                    logger.warning("learning curves skipped: cannot read run %s at %s (%s)", run_id, tracking_uri, e)
-        else:
-            logger.info("learning curves skipped: no MLflow run known for %s (no mlflow_run_id in its settings)",
-                        self.ckpt_path)  # fmt: skip
+        if client is not None:
+            try:
+                histories = metric_histories(client, run_id)
+            except Exception as e:
+                logger.warning("learning curves skipped: cannot read run %s at %s (%s)", run_id, tracking_uri, e)
         metrics = {
             k: float(v)
             for k, v in engine.state.metrics.items()
@@ -185,10 +187,8 @@ class EvaluationReport:
         self.summary = build_report(
             self.cases, self.report_dir, self.ckpt_path, settings, histories, metrics, self.split, self.k
         )
-        if self.log_mlflow and run_id:
+        if self.log_mlflow and client is not None:
             prefix = split_prefix(self.split)
             logged = {f"{prefix}{k}": v for k, v in self.summary.items()}
             logged.update({f"{prefix}{k}": v for k, v in metrics.items() if f"{prefix}{k}" not in logged})
-            log_to_mlflow(tracking_uri, run_id, logged, self.report_dir, f"evaluation/{self.split}")
-        elif self.log_mlflow:
-            logger.info("MLflow: no run known for %s; report and metrics not logged.", self.ckpt_path)
+            log_to_mlflow(tracking_uri, run_id, logged, self.report_dir, f"evaluation/{self.split}", client=client)
