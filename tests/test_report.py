@@ -245,7 +245,7 @@ def test_handler_rereads_past_max_stored(tmp_path):
     assert (tmp_path / "r" / "report.png").is_file()
     # re-read predictions are the same as during the run
     _, pred = label_maps(torch.sigmoid(items[5]["image"][:1]), items[5]["label"])
-    assert np.array_equal(handler.cases[5].pred, pred)
+    assert np.array_equal(handler.cases[5].pictures()[2], pred)
 
 
 def test_handler_without_run_or_with_dead_server(tmp_path, caplog):
@@ -318,7 +318,8 @@ def test_handler_multiclass(tmp_path):
     handler.attach(evaluator)
     evaluator.run()
     assert [c.dice for c in handler.cases] == pytest.approx(expected)
-    assert set(np.unique(handler.cases[0].gt)) == {0, 1, 2} and set(np.unique(handler.cases[1].pred)) == {0, 1}
+    assert set(np.unique(handler.cases[0].pictures()[1])) == {0, 1, 2}
+    assert set(np.unique(handler.cases[1].pictures()[2])) == {0, 1}
     assert (tmp_path / "r" / "report.png").is_file()
 
 

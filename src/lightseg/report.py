@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import html
+import io
 import json
 import logging
 import math
@@ -49,6 +50,7 @@ __all__ = [
     "build_report",
     "case_scores",
     "display_image",
+    "encode_picture",
     "label_maps",
     "log_to_mlflow",
     "metric_histories",
@@ -68,20 +70,45 @@ PRED_COLOUR = (255, 70, 30)
 PALETTE = ((255, 70, 30), (30, 144, 255), (255, 215, 0), (186, 85, 211), (0, 206, 209), (255, 105, 180))
 
 
+def encode_picture(array: np.ndarray, lossy: bool = False) -> bytes:
+    """``array`` (uint8 ``(H, W)`` or ``(H, W, 3)``) as JPEG (``lossy``, quality 90) or PNG bytes."""
+    buf = io.BytesIO()
+    if lossy:
+        Image.fromarray(array).save(buf, format="JPEG", quality=90)
+    else:
+        Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decoded(value: np.ndarray | bytes | None) -> np.ndarray | None:
+    return np.asarray(Image.open(io.BytesIO(value))) if isinstance(value, bytes) else value
+
+
 @dataclass
 class ImageCase:
-    """One evaluated image: its file, scores and (optionally) display thumbnails (``(H, W, 3)`` image, label maps)."""
+    """One evaluated image: its file, scores and (optionally) display thumbnails.
+
+    ``image`` (``(H, W, 3)``), ``gt`` and ``pred`` (``(H, W)`` label maps, 0 background) are uint8 arrays, or
+    their :func:`encode_picture` bytes (a few kB instead of a few hundred: what the evaluation handler keeps).
+    """
 
     file: str
     dice: float
     iou: float
-    image: np.ndarray | None = None
-    gt: np.ndarray | None = None
-    pred: np.ndarray | None = None
+    image: np.ndarray | bytes | None = None
+    gt: np.ndarray | bytes | None = None
+    pred: np.ndarray | bytes | None = None
 
     @property
     def name(self) -> str:
         return os.path.basename(self.file) or self.file
+
+    def pictures(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, gt, pred) as arrays; ValueError when the case has no thumbnails."""
+        image, gt, pred = _decoded(self.image), _decoded(self.gt), _decoded(self.pred)
+        if image is None or gt is None or pred is None:
+            raise ValueError(f"case {self.file}: no thumbnails to draw.")
+        return image, gt, pred
 
 
 # ---------------------------------------------------------------------------------------------------- per image
@@ -297,13 +324,12 @@ def plot_grid(cases: Sequence[ImageCase], groups: Mapping[str, Sequence[int]], p
     fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3.1 * len(rows)), squeeze=False)
     for r, (group, i) in enumerate(rows):
         case = cases[i]
-        if case.image is None or case.gt is None or case.pred is None:
-            raise ValueError(f"case {case.file}: no thumbnails to draw.")
-        multi = max(int(case.gt.max()), int(case.pred.max())) > 1
+        image, gt, pred = case.pictures()
+        multi = max(int(gt.max()), int(pred.max())) > 1
         pictures = (
-            case.image,
-            overlay(case.image, case.gt, None if multi else GT_COLOUR),
-            overlay(case.image, case.pred, None if multi else PRED_COLOUR),
+            image,
+            overlay(image, gt, None if multi else GT_COLOUR),
+            overlay(image, pred, None if multi else PRED_COLOUR),
         )
         for c, (ax, pic) in enumerate(zip(axes[r], pictures, strict=True)):
             ax.imshow(pic)

@@ -14,6 +14,7 @@ from lightseg.report import (
     build_report,
     case_scores,
     display_image,
+    encode_picture,
     label_maps,
     log_to_mlflow,
     metric_histories,
@@ -36,7 +37,8 @@ class EvaluationReport:
     """Write the evaluation report (:mod:`lightseg.report`) when an evaluator completes, and log it to MLflow.
 
     Per image (each item of the decollated ``engine.state.output``) it keeps the file name, Dice and IoU computed
-    from ``pred``/``label``, and thumbnails of at most ``thumbnail_size`` pixels. Past ``max_stored`` images no
+    from ``pred``/``label``, and thumbnails of at most ``thumbnail_size`` pixels (JPEG/PNG-compressed in memory,
+    some 10-30 kB an image at 256 px). Past ``max_stored`` images no
     more thumbnails are kept: at the end the chosen best/median/worst images are re-read from the evaluator's
     dataset (unshuffled, in iteration order) and run through its network again (with ``postprocessing``, the
     evaluator's own chain, e.g. the activation).
@@ -110,8 +112,9 @@ class EvaluationReport:
         if keep:
             gt, pr = label_maps(pred, label)
             size = self.thumbnail_size
-            case.image = thumbnail(display_image(image, self.mean, self.std), size)
-            case.gt, case.pred = thumbnail(gt, size, nearest=True), thumbnail(pr, size, nearest=True)
+            case.image = encode_picture(thumbnail(display_image(image, self.mean, self.std), size), lossy=True)
+            case.gt = encode_picture(thumbnail(gt, size, nearest=True))
+            case.pred = encode_picture(thumbnail(pr, size, nearest=True))
         return case
 
     def collect(self, engine: Engine) -> None:
