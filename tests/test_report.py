@@ -30,7 +30,7 @@ from lightseg.report import (
     select_cases,
 )
 from lightseg.settings import write_settings
-from tests.conftest import BUNDLES, run_bundle, tiny_overrides
+from tests.conftest import BUNDLE_NAMES, BUNDLES, run_bundle, tiny_overrides
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -412,6 +412,33 @@ def test_inferring_overlays_for_every_format(tmp_path):
         )
     )  # fmt: skip
     assert (tmp_path / "plain" / "gray_seg.png").is_file() and not list((tmp_path / "plain").glob("*_overlay.png"))
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_config_switches(bundle, tmp_path):
+    """``report`` (default on) adds the handler after MetricsSaver; ``overlay`` (default off) adds SaveOverlayd
+    right after SaveImaged."""
+    from monai.bundle import ConfigParser
+
+    configs = BUNDLES / bundle / "configs"
+    for flag, on in ((None, True), ("false", False)):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
+        parser.update({"bundle_root": str(BUNDLES / bundle), "output_dir": str(tmp_path), "pretrained": "none"})
+        if flag is not None:
+            parser["report"] = flag
+        names = [type(h).__name__ for h in parser.get_parsed_content("validate#handlers")]
+        assert ("EvaluationReport" in names) == on, names
+        assert not on or names.index("EvaluationReport") > names.index("MetricsSaver")
+    for flag, on in ((None, False), ("true", True)):
+        parser = ConfigParser()
+        parser.read_config(str(configs / "inference.json"))
+        parser["bundle_root"] = str(BUNDLES / bundle)
+        if flag is not None:
+            parser["overlay"] = flag
+        names = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
+        assert ("SaveOverlayd" in names) == on, names
+        assert not on or names.index("SaveOverlayd") == names.index("SaveImaged") + 1
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
