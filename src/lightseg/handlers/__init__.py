@@ -8,12 +8,14 @@ from lightseg.handlers.early_stopping import EarlyStopping
 from lightseg.handlers.ema import EMAUpdate
 from lightseg.handlers.loss_terms import LossTermsLogger
 from lightseg.handlers.reparameterize import Reparameterize
+from lightseg.handlers.report import EvaluationReport
 from lightseg.handlers.run import RunRecorder
 
 __all__ = [
     "DeepTrainingSchedule",
     "EMAUpdate",
     "EarlyStopping",
+    "EvaluationReport",
     "LossTermsLogger",
     "ModelSaver",
     "Reparameterize",
