@@ -313,17 +313,25 @@ def test_own_folder_to_model_with_nothing_repeated(tmp_path):
     assert len(rows) == 1 + 5  # header + the 5 test cases of the from-folders split (24 * 0.2)
     assert not list((bundle / "runs").glob("run_*/eval"))  # evaluating creates no run folder
     assert len(list((bundle / "runs").iterdir())) == 1
+    report = bundle / "eval" / "report"
+    for name in ("report.html", "report.png", "dice_hist.png", "learning_curves.png", "per_image.csv"):
+        assert (report / name).is_file(), name
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=settings["tracking_uri"]).get_run(settings["mlflow_run_id"])
+    assert "test_mean_dice" in run.data.metrics and "test_mean_iou" in run.data.metrics
 
     new = work / "new images"
     new.mkdir()
     for p in sorted(images.iterdir())[:3]:
         shutil.copy(p, new / p.name)
     proc = _monai(work, "inferring", "--config_file", str(bundle / "configs" / "inference.json"),
-                  "--input", str(new), "--output_dir", str(work / "masks out"))  # fmt: skip
+                  "--input", str(new), "--output_dir", str(work / "masks out"), "--overlay", "true")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     for p in sorted(new.iterdir()):
         mask = Image.open(work / "masks out" / f"{p.stem}_seg.png")
         assert mask.size == Image.open(p).size
+        assert Image.open(work / "masks out" / f"{p.stem}_overlay.png").size == mask.size
     # an explicit override still wins, with one line saying it differs from the training
     proc = _monai(work, "inferring", "--config_file", str(bundle / "configs" / "inference.json"),
                   "--input", str(new), "--output_dir", str(work / "at64"), "--image_size", "[64,64]")  # fmt: skip
