@@ -12,7 +12,8 @@ What it does:
    into ``--app`` unless it is already there;
 2. the bundles: each ``<bundles-dir>/<name>`` is copied to ``<app>/model/<name>`` (configs, docs, license,
    ``models/*.pt`` and the ``settings.json`` of their training). Weights already in the app
-   (``<app>/model/<name>/models/``, e.g. fine-tuned there by MONAI Label's /train) are kept unless ``--overwrite-models``;
+   (``<app>/model/<name>/models/``, e.g. fine-tuned there by MONAI Label's /train) are kept
+   unless ``--overwrite-models``;
 3. the server: ``monailabel start_server`` replaces this process (same PID: stop it with SIGTERM/SIGINT), with
    ``--conf models <names>``, ``--conf zoo_source github`` (the default zoo source contacts the internet at
    start-up even for local bundles and fails offline; with ``github`` local bundles are used as they are) and
