@@ -436,3 +436,89 @@ def test_bundle_configs_read_the_settings(tmp_path):
             assert parser.get_parsed_content(key) == read_settings(tmp_path)[key] != defaults[key]
         (tmp_path / "settings.json").unlink()
     assert ROOT.is_dir()
+
+
+# ---------------------------------------------------------------- what held well stays so
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file ``marker`` (a stand-in for anything worse)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _evil_checkpoint(path: Path, marker: Path) -> Path:
+    import pickle
+
+    with open(path, "wb") as f:
+        pickle.dump({"network": _Payload(marker)}, f)
+    return path
+
+
+def test_code_executing_pickles_are_refused_on_every_load_path(tmp_path):
+    from ignite.engine import Engine
+
+    from lightseg import create_network
+    from lightseg.export import load_bundle_network
+    from lightseg.handlers import ResumableCheckpoint
+    from lightseg.networks.pretrained import load_mobilenet_v3_encoder
+
+    marker = tmp_path / "pwned"
+    evil = _evil_checkpoint(tmp_path / "model.pt", marker)
+    with pytest.raises(Exception, match=r"Weights only load failed|weights_only"):
+        load_bundle_network(BUNDLES / "cmunext_xxs", evil)
+    resume = ResumableCheckpoint(tmp_path, {"network": create_network("cmunext_xxs")}, filename="model.pt")
+    engine = Engine(lambda e, b: None)
+    resume.attach(engine)
+    with pytest.raises(Exception, match=r"Weights only load failed|weights_only"):
+        engine.run([0], max_epochs=1)
+    with pytest.raises(Exception, match=r"Weights only load failed|weights_only"):
+        load_mobilenet_v3_encoder(create_network("lvunet"), evil, download=False, check_hash=False)
+    assert not marker.exists()
+
+
+def test_datalist_values_are_never_evaluated(tmp_path):
+    marker = tmp_path / "pwned"
+    entry = {"image": f"$__import__('pathlib').Path('{marker}').touch()", "label": "@x"}
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps({"training": [entry]}))
+    with pytest.raises(DatalistError, match=r"image file .*\$__import__.* does not exist"):
+        load_datalist(path, "training", tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_inference_on_awkward_but_valid_files(tmp_path):
+    """16-bit PNG, RGBA, gray and RGB mixed, non-ASCII names with spaces, odd sizes, an 8000 x 8000 image, and a
+    model file that would run code when unpickled (refused by the inference's checkpoint loader)."""
+    work = tmp_path / "work"
+    bundle = _bundle_copy(work)
+    from lightseg import create_network
+
+    torch.manual_seed(0)
+    torch.save(create_network("cmunext_xxs").state_dict(), bundle / "models" / "model.pt")
+    folder = work / "Bilder für Ärztin"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    img, _ = _ellipse(37, 53, rng)
+    Image.fromarray(img[..., 0].astype(np.uint16) * 257).save(folder / "sixteen bit.png")
+    Image.fromarray(np.dstack([img, np.full(img.shape[:2], 200, np.uint8)]), "RGBA").save(folder / "rgba ñ.png")
+    Image.fromarray(img[..., 0]).save(folder / "gray.png")
+    Image.fromarray(img).save(folder / "rgb.jpg")
+    Image.new("L", (8000, 8000), 90).save(folder / "huge.png")
+    out = work / "out"
+    proc = _monai(work, "inferring", "--config_file", str(bundle / "configs" / "inference.json"),
+                  "--input", str(folder), "--output_dir", str(out), "--image_size", "[32,32]")  # fmt: skip
+    assert proc.returncode == 0, _text(proc)[-3000:]
+    for p in folder.iterdir():
+        assert Image.open(out / f"{p.stem}_seg.png").size == Image.open(p).size, p.name
+    marker = tmp_path / "pwned"
+    _evil_checkpoint(bundle / "models" / "model.pt", marker)
+    proc = _monai(work, "inferring", "--config_file", str(bundle / "configs" / "inference.json"),
+                  "--input", str(folder), "--output_dir", str(work / "out2"), "--image_size", "[32,32]")  # fmt: skip
+    assert proc.returncode != 0 and not marker.exists()
+    assert "Weights only load failed" in _text(proc) or "weights_only" in _text(proc)
