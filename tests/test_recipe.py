@@ -65,7 +65,14 @@ def test_bundle_root_from_argv_cwd_or_error(tmp_path):
     assert find_bundle_root("lvunet", argv=["x"], cwd=ROOT) == "bundles/lvunet"
     assert find_bundle_root("lvunet", argv=["x"], cwd=BUNDLES / "lvunet") == "."
     with pytest.raises(BundleRootError, match="--bundle_root"):
-        find_bundle_root("lvunet", argv=["x"], cwd=tmp_path)
+        find_bundle_root("lvunet", argv=["x", "--config_file", "elsewhere/train.json"], cwd=tmp_path)
+    # a host program with no config file on its command line (MONAI Deploy's bundle operator): the settings
+    # lookup falls back to the defaults, anything that needs the bundle's files still stops
+    from lightseg.bundles import UNKNOWN_ROOT, default_dataset_dir
+
+    assert find_bundle_root("lvunet", argv=["x"], cwd=tmp_path) == UNKNOWN_ROOT
+    with pytest.raises(BundleRootError, match="--bundle_root"):
+        default_dataset_dir(UNKNOWN_ROOT)
 
 
 def test_from_another_working_directory_with_an_absolute_config(tmp_path):

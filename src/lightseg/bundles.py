@@ -19,6 +19,7 @@ __all__ = [
     "GRAY_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "UNKNOWN_ROOT",
     "BundleRootError",
     "datalist_value",
     "default_datalist",
@@ -41,6 +42,10 @@ GRAY_STD = (round(sum(w * s for w, s in zip(_LUMA, IMAGENET_STD, strict=True)), 
 
 class BundleRootError(FileNotFoundError):
     """The bundle folder could not be located."""
+
+
+# what find_bundle_root returns to a host program that gives no config file on its command line
+UNKNOWN_ROOT = "<unknown bundle folder>"
 
 
 def _config_files_from_argv(argv: list[str] | None = None) -> list[str]:
@@ -83,11 +88,23 @@ def find_bundle_root(name: str, argv: list[str] | None = None, cwd: str | os.Pat
         return f"bundles/{name}"
     if (cwd / "configs" / "metadata.json").is_file():
         return "."
-    raise BundleRootError(
+    message = (
         f"cannot find the folder of bundle {name!r} from {cwd}: run from the repository root or the bundle folder, "
         f"give --config_file as a path inside the bundle's configs/ folder, or pass --bundle_root <path to the "
         f"bundle folder>."
     )
+    if not _config_files_from_argv(argv):
+        # a host program evaluating a config it was handed (MONAI Deploy's bundle operator reads the one embedded in
+        # a TorchScript file): only the lookup of the model's training settings asks for the folder there, and
+        # without one it falls back to the config's defaults; anything that needs real files still stops
+        logger.warning("%s The model's training settings are not read: using the config's defaults.", message)
+        return UNKNOWN_ROOT
+    raise BundleRootError(message)
+
+
+def _known(bundle_root: str | os.PathLike) -> None:
+    if str(bundle_root) == UNKNOWN_ROOT:
+        raise BundleRootError("the bundle folder is unknown here: pass --bundle_root <path to the bundle folder>.")
 
 
 def _repo_demo(bundle_root: str | os.PathLike) -> Path:
@@ -116,6 +133,7 @@ def default_dataset_dir(bundle_root: str | os.PathLike, datalist: str | os.PathL
     recorded = datalist_value(datalist, "dataset_dir") if datalist else None
     if isinstance(recorded, str):
         return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(datalist)), recorded))
+    _known(bundle_root)
     repo = _repo_demo(bundle_root)
     if (repo / "data_lists" / "demo.json").is_file():
         return str(Path(bundle_root) / ".." / ".." / "data" / "demo").replace("\\", "/")
@@ -126,6 +144,7 @@ def default_datalist(bundle_root: str | os.PathLike) -> str:
     """The demo datalist: the repository's ``data_lists/demo.json``, or one written (once, deterministically)
     to ``<bundle_root>/data/demo/datalist.json`` when the bundle folder stands alone; the images are generated
     on first use by :func:`lightseg.data.load_datalist`."""
+    _known(bundle_root)
     repo = _repo_demo(bundle_root)
     if (repo / "data_lists" / "demo.json").is_file():
         return str(Path(bundle_root) / ".." / ".." / "data_lists" / "demo.json")
