@@ -6,18 +6,24 @@ from lightseg.handlers.checkpoint import ModelSaver, ResumableCheckpoint, atomic
 from lightseg.handlers.deep_training import DeepTrainingSchedule, deep_training_slope
 from lightseg.handlers.early_stopping import EarlyStopping
 from lightseg.handlers.ema import EMAUpdate
+from lightseg.handlers.loading import CheckpointError, CheckpointLoader, load_checkpoint
 from lightseg.handlers.loss_terms import LossTermsLogger
+from lightseg.handlers.mlflow_status import MLflowRunStatus
 from lightseg.handlers.reparameterize import Reparameterize
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointLoader",
     "DeepTrainingSchedule",
     "EMAUpdate",
     "EarlyStopping",
     "LossTermsLogger",
+    "MLflowRunStatus",
     "ModelSaver",
     "Reparameterize",
     "ResumableCheckpoint",
     "atomic_save",
     "deep_training_slope",
+    "load_checkpoint",
     "unwrap",
 ]
