@@ -43,12 +43,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", what: st
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
+        text = str(e)
+        if "Unsupported operand" in text or "weights only" not in text.lower():
             raise CheckpointError(
-                f"{what} {path} holds objects other than tensors and plain values: refused (it is loaded with "
-                "weights_only=True, which never runs code from a file); save the network's state_dict instead."
+                f"{what} {path} is not a PyTorch checkpoint written by torch.save (corrupt, another format or a raw "
+                "pickle; nothing in it was run: it is loaded with weights_only=True); restore or re-create it."
             ) from e
-        raise CheckpointError(f"{what} {path} is not a PyTorch checkpoint (corrupt or another format: {e}).") from e
+        raise CheckpointError(
+            f"{what} {path} holds objects other than tensors and plain values: refused (it is loaded with "
+            "weights_only=True, which never runs code from a file); save the network's state_dict instead."
+        ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         size = path.stat().st_size
         raise CheckpointError(
@@ -71,20 +75,29 @@ def state_dict_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[
 
 
 def _guess_network(state: dict) -> str | None:
-    """The registered network whose parameter names are exactly those of ``state`` (None if none or unsure)."""
+    """The registered network whose parameter names are exactly those of ``state`` (the one with most equal
+    shapes among several); None if none. Networks are built on the meta device: no memory, no init time."""
     try:
         from lightseg.networks import create_network, list_networks
     except ImportError:  # pragma: no cover
         return None
     keys = set(state)
-    matches = []
-    for name in list_networks():
-        try:
-            if set(create_network(name).state_dict()) == keys:
-                matches.append(name)
-        except Exception:
-            continue
-    return matches[0] if len(matches) == 1 else None
+    scores: dict[str, int] = {}
+    with torch.device("meta"):
+        for name in list_networks():
+            try:
+                own = create_network(name).state_dict()
+            except Exception:
+                continue
+            if set(own) == keys:
+                scores[name] = sum(
+                    tuple(own[k].shape) == tuple(getattr(state[k], "shape", ())) for k in keys
+                )
+    if not scores:
+        return None
+    best = max(scores.values())
+    winners = [n for n, v in scores.items() if v == best]
+    return winners[0] if len(winners) == 1 else None
 
 
 def _summary(items: list[str], n: int = 3) -> str:
