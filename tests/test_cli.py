@@ -81,7 +81,7 @@ def test_key_of_another_config_of_the_bundle_is_a_warning(caplog):
         unknown = check_override_keys(["epochs", "checkpoint_dir"], [str(CONFIGS / "inference.json")])
     assert unknown == ["epochs", "checkpoint_dir"]
     assert "--epochs is not used by inference.json" in caplog.text
-    with pytest.raises(CommandLineError, match="--epoch: not an option of inference.json"):
+    with pytest.raises(CommandLineError, match=r"--epoch: not an option of inference\.json"):
         check_override_keys(["epoch"], [str(CONFIGS / "inference.json")])
 
 
@@ -95,6 +95,15 @@ def test_not_strict_warns(caplog, monkeypatch):
     cli.check_command_line(_argv("--epoch", "2"), strict="false")
     monkeypatch.setenv("LIGHTSEG_STRICT_OVERRIDES", "0")
     cli.check_command_line(_argv("--epoch", "2"))
+
+
+def test_host_programs_are_left_alone(monkeypatch):
+    """MONAI Label / Deploy run bundles in-process: their own argv is not checked, their excepthook stays."""
+    hook = sys.excepthook
+    cli.check_command_line(["/x/monailabel/main.py", "start_server", "--app", "a", "--studies", "s", "--help"])
+    cli.check_command_line(["pytest", "tests", "--epoch", "2"])
+    assert sys.excepthook is hook
+    assert cli.is_bundle_command_line(_argv())
 
 
 def test_help_text_lists_options_with_defaults():

@@ -43,6 +43,7 @@ __all__ = [
     "check_override_keys",
     "format_help",
     "install_excepthook",
+    "is_bundle_command_line",
     "override_keys",
     "root_cause",
 ]
@@ -178,6 +179,17 @@ def override_keys(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception as e:
             logger.debug("could not read args_file %s: %s", args_file, e)
     return pairs
+
+
+def is_bundle_command_line(argv: list[str]) -> bool:
+    """``argv`` is a ``python -m monai.bundle run ...`` (or ``torchrun -m monai.bundle run``) command line, not a
+    host program that runs a bundle in-process (MONAI Label, MONAI Deploy, a test) with argv of its own."""
+    if not argv:
+        return False
+    main = str(argv[0]).replace("\\", "/")
+    return main.endswith(("monai/bundle/__main__.py", "monai.bundle")) and any(
+        a in ("run", "run_workflow") for a in argv[1:]
+    )
 
 
 def _help_requested(argv: list[str]) -> bool:
@@ -439,7 +451,9 @@ def install_excepthook(debug: bool = False) -> None:
 def check_command_line(argv: list[str] | None = None, strict: Any = True, debug: Any = False) -> None:
     """Check a ``python -m monai.bundle run`` command line (call it first in ``initialize``).
 
-    Installs the short-error hook (:func:`install_excepthook`); on ``--help``/``-h`` prints :func:`format_help`
+    Only for a ``monai.bundle run`` command line (:func:`is_bundle_command_line`): a program that runs the
+    bundle in-process keeps its own ``sys.argv`` and ``sys.excepthook``. Installs the short-error hook
+    (:func:`install_excepthook`); on ``--help``/``-h`` prints :func:`format_help`
     to stdout and exits 0; else checks the override keys (:func:`check_override_keys`).
 
     Args:
@@ -448,6 +462,9 @@ def check_command_line(argv: list[str] | None = None, strict: Any = True, debug:
         debug: the config's ``debug``: full tracebacks.
     """
     argv = sys.argv if argv is None else argv
+    if not is_bundle_command_line(argv):
+        logger.debug("not a monai.bundle command line (%s): overrides not checked", argv[:1])
+        return
     install_excepthook(as_bool(debug))
     files = _config_files_from_argv(argv)
     if _help_requested(argv):
