@@ -54,7 +54,7 @@ def _writable_ancestor(path: Path) -> tuple[Path, bool]:
     folder = path if path.is_dir() else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    return folder, os.access(folder, os.W_OK | os.X_OK)
+    return folder, folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def check_tracking(uri: str, use_mlflow=True, timeout: float = 5.0) -> None:
@@ -94,6 +94,6 @@ def check_tracking(uri: str, use_mlflow=True, timeout: float = 5.0) -> None:
         folder, ok = _writable_ancestor(path.expanduser())
         if not ok:
             raise TrackingError(
-                f"MLflow store {uri}: folder {folder} is not writable: pass --output_dir (or --tracking_uri) "
+                f"MLflow store {uri}: {folder} is not a writable folder: pass --output_dir (or --tracking_uri) "
                 "on a writable disk, or --use_mlflow false to train without tracking."
             )
