@@ -274,4 +274,5 @@ def test_bundle_sigterm_marks_killed_and_resume_continues(tmp_path, small):
     assert result.returncode == 0, result.stderr[-3000:]
     run = _run(store, "killed")
     assert run.info.status == "FINISHED" and run.data.tags["lightseg.resumed"] == "1"
+    assert run.data.params["epochs"] == "300" and run.data.tags["lightseg.resumed.epochs"] == "4"
     assert Path(out / "models" / "model.pt").is_file()
