@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         common = {
             "bundle_root": str(ROOT / "bundles" / args.bundle), "dataset_dir": str(Path(args.dataset_dir).resolve()),
             "datalist": str(Path(args.datalist).resolve()), "ckpt_dir": str(run_dir / "models"),
+            "models_dir": str(run_dir / "models"), "runs_dir": str(run_dir / "runs"),
             "image_size": list(args.image_size), "seed": seed, "progress_bar": "false", **extra,
         }  # fmt: skip
         done = run_dir / "train_seconds.txt"
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("seed %d: reusing the finished run in %s", seed, run_dir)
             train_s = float(done.read_text())
         else:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a new run, not a resumed one
             train = {**common, "epochs": args.epochs, "batch_size": args.batch_size,
                      "output_dir": str(run_dir / "train")}  # fmt: skip
             logger.info("seed %d: training %s for %d epochs", seed, args.bundle, args.epochs)

@@ -256,7 +256,7 @@ class BundleSuite:
     def test_resume_after_killed_run(self, tiny_dataset, tmp_path):
         data, datalist = tiny_dataset
         out = tmp_path / "run"
-        base = self.overrides(out, data, datalist, batch_size=1)
+        base = self.overrides(out, data, datalist, batch_size=1, run_name="interrupted")
         cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle_config(self.ref, "train.json"),
                "--logging_file", str(self.configs / "logging.conf"), "--epochs", "200"]  # fmt: skip
         for k, v in base.items():
@@ -283,16 +283,15 @@ class BundleSuite:
         assert final["optimizer"]["state"]  # Adam moments carried over
         assert final["trainer"]["best_model_epoch"] >= 1
 
-        # MLflow: the killed run stays behind; the resumed one is a new run that logged the remaining epochs
+        # MLflow: the resumed run continues the killed one (same run name): one run with every epoch
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=f"sqlite:///{out / 'eval' / 'mlruns.db'}")
         runs = client.search_runs([client.get_experiment_by_name(self.network_name).experiment_id])
-        assert len(runs) == 2
-        resumed = max(runs, key=lambda r: r.info.start_time)
-        assert resumed.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_mean_iou")]
-        assert steps == [killed_at + 1, killed_at + 2]
+        assert len(runs) == 1 and runs[0].info.run_name == "interrupted"
+        assert runs[0].info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_mean_iou")]
+        assert steps[-2:] == [killed_at + 1, killed_at + 2] and steps[0] == 1
 
     @pytest.mark.slow
     def test_torchrun_two_cpu_processes(self, tiny_dataset, tmp_path):

@@ -103,8 +103,10 @@ def tiny_overrides(
     """Overrides that make a bundle train in seconds on the tiny dataset, writing under ``out``."""
     return {
         "bundle_root": str(bundles_dir / bundle),
+        "runs_dir": str(out / "runs"),
         "ckpt_dir": str(out / "models"),
         "checkpoint_dir": str(out / "checkpoints"),
+        "models_dir": str(out / "models"),  # the run writes where the bundle's model would be promoted to
         "output_dir": str(out / "eval"),
         "dataset_dir": str(data),
         "datalist": str(datalist),

@@ -20,6 +20,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "BundleRootError",
+    "datalist_value",
     "default_datalist",
     "default_dataset_dir",
     "default_labels",
@@ -93,9 +94,28 @@ def _repo_demo(bundle_root: str | os.PathLike) -> Path:
     return Path(bundle_root) / ".." / ".."
 
 
-def default_dataset_dir(bundle_root: str | os.PathLike) -> str:
-    """The demo dataset folder: the repository's ``data/demo``, or ``<bundle_root>/data/demo`` for a bundle
-    folder that stands alone (for example inside a MONAI Label app)."""
+def datalist_value(datalist: str | os.PathLike, key: str, default: object = None) -> object:
+    """A top-level value recorded in a datalist JSON (``python -m lightseg.data from-folders`` records
+    ``dataset_dir`` and ``mask_threshold``), or ``default`` when the file or the key is absent."""
+    import json
+
+    path = Path(datalist)
+    if not path.is_file():
+        return default
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default  # lightseg.data.load_datalist reports the file with its problem
+    return content.get(key, default) if isinstance(content, dict) else default
+
+
+def default_dataset_dir(bundle_root: str | os.PathLike, datalist: str | os.PathLike | None = None) -> str:
+    """The folder the datalist's paths are relative to: the one the datalist records (``dataset_dir``, relative
+    to the datalist's own folder), else the demo dataset folder: the repository's ``data/demo``, or
+    ``<bundle_root>/data/demo`` for a bundle folder that stands alone (for example inside a MONAI Label app)."""
+    recorded = datalist_value(datalist, "dataset_dir") if datalist else None
+    if isinstance(recorded, str):
+        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(datalist)), recorded))
     repo = _repo_demo(bundle_root)
     if (repo / "data_lists" / "demo.json").is_file():
         return str(Path(bundle_root) / ".." / ".." / "data" / "demo").replace("\\", "/")

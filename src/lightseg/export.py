@@ -2,8 +2,9 @@
 
 Networks with fusible blocks (LV-UNet) are exported in their deployment form: the training-form checkpoint is
 loaded, :func:`lightseg.networks.reparameterize_model` fuses it, and the fused network is scripted and saved with
-``metadata.json`` and the inference config embedded exactly as ``ckpt_export`` embeds them. Other networks go
-through ``monai.bundle.ckpt_export`` itself.
+``metadata.json`` and the inference config embedded exactly as ``ckpt_export`` embeds them; other networks are
+scripted as they are. The embedded config carries the model's settings (``settings.json`` beside the checkpoint:
+network, channels, image size, normalization) as literal values.
 
 Every export is checked against the eager PyTorch (training-form) model on random inputs of two sizes before it
 is reported as done, and the maximum absolute difference is logged.
@@ -32,9 +33,29 @@ __all__ = [
     "is_fusible",
     "load_bundle_network",
     "read_embedded_configs",
+    "travelling_settings",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def travelling_settings(bundle_dir: str | os.PathLike, ckpt: str | os.PathLike, config: str = "inference.json") -> dict:
+    """The values of :data:`lightseg.settings.INFERENCE_KEYS` for the model ``ckpt``, as literals: the training's
+    (``settings.json`` beside it) where saved, else the config's defaults, evaluated. Exports embed them, so an
+    archive carries its preprocessing and MONAI Deploy never evaluates an expression that needs the bundle."""
+    from monai.bundle import ConfigParser
+
+    from lightseg.settings import INFERENCE_KEYS
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(bundle_dir) / "configs" / config))
+    parser["bundle_root"] = str(bundle_dir)
+    parser["ckpt_path"] = str(ckpt)
+    values = {}
+    for key in INFERENCE_KEYS:
+        value = parser.get_parsed_content(key)
+        values[key] = list(value) if isinstance(value, tuple) else value
+    return values
 
 
 def load_bundle_network(
@@ -157,12 +178,11 @@ def export_torchscript(
     """
     import json
 
-    from monai.bundle import ckpt_export
     from monai.data import save_net_with_metadata
 
     bundle = Path(bundle_dir)
     ckpt = Path(ckpt) if ckpt is not None else bundle / "models" / "model.pt"
-    overrides = dict(overrides or {})
+    overrides = {**travelling_settings(bundle, ckpt, config), **(overrides or {})}
     eager = load_bundle_network(bundle, ckpt, config, overrides=overrides)
     deploy = is_fusible(eager) if deploy is None else deploy
     out = Path(out)
@@ -170,33 +190,21 @@ def export_torchscript(
     config_file = bundle / "configs" / config
     # atomic_path keeps the file name: the archive's root folder is then "model/" as MONAI Deploy expects
     with atomic_path(out) as tmp:
-        if deploy or overrides:  # ckpt_export would embed the config file and metadata without the overrides
-            from lightseg.bundles import network_metadata
+        # embedded by hand, not by ckpt_export: the config carries the model's settings as literal values
+        from lightseg.bundles import network_metadata
 
-            fused = reparameterize_model(eager) if deploy else eager
-            config_values = json.loads(config_file.read_text())
-            settings = {k: overrides.get(k, config_values.get(k)) for k in ("in_channels", "out_channels", "labels")}
-            if not isinstance(settings["labels"], list):  # the config's default is an expression
-                settings["labels"] = None
-            meta = network_metadata(meta_file, **settings)
-            extra = {config_file.name: json.dumps({**config_values, **overrides}).encode()}
-            save_net_with_metadata(
-                torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
-            )
-            logger.info(
-                "%s: %s -> %s parameters",
-                "deployment form" if deploy else "exported as is",
-                *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
-            )
-        else:
-            ckpt_export(
-                net_id="network_def",
-                filepath=str(tmp),
-                ckpt_file=str(ckpt),
-                meta_file=str(meta_file),
-                config_file=str(config_file),
-                bundle_root=str(bundle),
-            )
+        fused = reparameterize_model(eager) if deploy else eager
+        config_values = json.loads(config_file.read_text())
+        meta = network_metadata(meta_file, **{k: overrides[k] for k in ("in_channels", "out_channels", "labels")})
+        extra = {config_file.name: json.dumps({**config_values, **overrides}).encode()}
+        save_net_with_metadata(
+            torch.jit.script(fused), str(tmp), include_config_vals=False, meta_values=meta, more_extra_files=extra
+        )
+        logger.info(
+            "%s: %s -> %s parameters",
+            "deployment form" if deploy else "exported as is",
+            *(f"{sum(p.numel() for p in m.parameters()):,}" for m in (eager, fused)),
+        )
         read_embedded_configs(tmp, ("metadata.json", config_file.name))  # the layout MONAI Deploy reads
         diff, scale = compare(eager, torch.jit.load(str(tmp)), check_shapes or check_shapes_for(eager))
         _check("TorchScript", out, diff, scale, atol, rtol)

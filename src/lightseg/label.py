@@ -11,8 +11,9 @@ What it does:
 1. the app: ``monailabel apps --download --name monaibundle`` (the app ships in the monailabel wheel, no network)
    into ``--app`` unless it is already there;
 2. the bundles: each ``<bundles-dir>/<name>`` is copied to ``<app>/model/<name>`` (configs, docs, license,
-   ``models/*.pt``). Weights already in the app (``<app>/model/<name>/models/``, e.g. fine-tuned there by
-   MONAI Label's /train) are kept unless ``--overwrite-models``;
+   ``models/*.pt`` and the ``settings.json`` of their training). Weights already in the app
+   (``<app>/model/<name>/models/``, e.g. fine-tuned there by MONAI Label's /train) are kept
+   unless ``--overwrite-models``;
 3. the server: ``monailabel start_server`` replaces this process (same PID: stop it with SIGTERM/SIGINT), with
    ``--conf models <names>``, ``--conf zoo_source github`` (the default zoo source contacts the internet at
    start-up even for local bundles and fails offline; with ``github`` local bundles are used as they are) and
@@ -107,7 +108,9 @@ def prepare_app(
             elif (src / part).is_file():
                 shutil.copy2(src / part, dst / part)
         (dst / "models").mkdir(exist_ok=True)
-        for weights in sorted((src / "models").glob("*.pt")) + sorted((src / "models").glob("*.ts")):
+        # settings.json: the network and preprocessing the model was trained with (inference.json reads it)
+        model_files = [*sorted((src / "models").glob("*.pt")), *sorted((src / "models").glob("*.ts"))]
+        for weights in model_files + sorted((src / "models").glob("settings.json")):
             target = dst / "models" / weights.name
             if target.exists() and not overwrite_models:
                 logger.info(

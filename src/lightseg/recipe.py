@@ -113,6 +113,20 @@ def render_config(base: dict, overlay: dict) -> dict:
     return rendered
 
 
+def _from_training(config: dict, defaults: dict, keys) -> dict:
+    """Make each of ``keys`` default to the value saved with the trained model (:func:`lightseg.settings.trained`),
+    falling back to its value in ``defaults`` (the rendered config that defines it): settings travel with the
+    model, and an explicit override still replaces the whole expression."""
+    out = dict(config)
+    for key in keys:
+        if key not in defaults:
+            raise KeyError(f"setting {key!r} that travels with the model is not defined by the config.")
+        value = defaults[key]
+        fallback = value[1:] if isinstance(value, str) and value.startswith("$") else repr(value)
+        out[key] = f"$lightseg.settings.trained(@ckpt_path, {key!r}, {fallback})"
+    return out
+
+
 def _dump(config: dict) -> str:
     return json.dumps(config, indent=4) + "\n"
 
@@ -130,10 +144,15 @@ def render_bundle(name: str, out_dir: str | Path | None = None, recipes: str | P
     unknown = set(overlay) - set(CONFIG_FILES) - {"_desc_", "tests"}  # "tests": hints for the test suite only
     if unknown:
         raise KeyError(f"{overlay_file}: unknown sections {sorted(unknown)}; expected {list(CONFIG_FILES)}.")
-    files: dict[str, str] = {}
-    for kind in CONFIG_FILES:
-        base = json.loads((recipes / "base" / f"{kind}.json").read_text())
-        files[f"configs/{kind}.json"] = _dump(render_config(base, overlay.get(kind, {})))
+    from lightseg.settings import EVALUATION_KEYS, INFERENCE_KEYS
+
+    rendered = {
+        kind: render_config(json.loads((recipes / "base" / f"{kind}.json").read_text()), overlay.get(kind, {}))
+        for kind in CONFIG_FILES
+    }
+    rendered["inference"] = _from_training(rendered["inference"], rendered["inference"], INFERENCE_KEYS)
+    rendered["evaluate"] = _from_training(rendered["evaluate"], rendered["train"], EVALUATION_KEYS)
+    files: dict[str, str] = {f"configs/{kind}.json": _dump(rendered[kind]) for kind in CONFIG_FILES}
     for src, dst in COPIED_FILES.items():
         files[dst] = (recipes / "base" / src).read_text()
     if out_dir is not None:

@@ -8,14 +8,32 @@ to its run (run name, MLflow run id and tracking URI). Readers take a checkpoint
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from lightseg.utils import atomic_path
 
-__all__ = ["SETTINGS_NAME", "read_settings", "settings_path", "update_settings", "write_settings"]
+__all__ = [
+    "EVALUATION_KEYS",
+    "INFERENCE_KEYS",
+    "SETTINGS_NAME",
+    "read_settings",
+    "report_differences",
+    "settings_path",
+    "trained",
+    "update_settings",
+    "write_settings",
+]
+
+logger = logging.getLogger(__name__)
 
 SETTINGS_NAME = "settings.json"
+# what inference.json reads from the training by default (the network and its preprocessing) ...
+INFERENCE_KEYS = ("network_name", "in_channels", "out_channels", "labels", "image_size", "intensity_mean",
+                  "intensity_std")  # fmt: skip
+# ... and evaluate.json, which also scores the training's test split as the training read its masks
+EVALUATION_KEYS = (*INFERENCE_KEYS, "datalist", "dataset_dir", "mask_threshold")
 
 
 def settings_path(model: str | os.PathLike) -> Path:
@@ -57,3 +75,57 @@ def write_settings(model: str | os.PathLike, settings: dict) -> Path:
 def update_settings(model: str | os.PathLike, **values) -> Path:
     """Merge ``values`` into the saved settings (creating the file when missing)."""
     return write_settings(model, {**(read_settings(model) or {}), **values})
+
+
+_announced: set[str] = set()
+
+
+def trained(model: str | os.PathLike, key: str, default: object = None) -> object:
+    """The training's value of ``key`` for ``model`` (a checkpoint path), or ``default`` without one.
+
+    The bundle configs use it as the default of each setting in :data:`INFERENCE_KEYS` /
+    :data:`EVALUATION_KEYS`; a value given on the command line replaces the whole expression (see
+    :func:`report_differences`).
+    """
+    settings = read_settings(model) if model else None
+    if not settings or key not in settings:
+        return default
+    path = str(settings_path(model))
+    if path not in _announced:
+        _announced.add(path)
+        logger.info("using the training settings saved with the model: %s", path)
+    return settings[key]
+
+
+def _same(a: object, b: object) -> bool:
+    def norm(v):
+        if isinstance(v, (list, tuple)):
+            return [norm(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): norm(x) for k, x in v.items()}
+        if hasattr(v, "tolist"):
+            return norm(v.tolist())
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, str) and os.path.exists(v):
+            return os.path.realpath(v)
+        return v
+
+    return norm(a) == norm(b)
+
+
+def report_differences(model: str | os.PathLike, values: dict) -> list[str]:
+    """Log one line for each of ``values`` that differs from the training's (an explicit override); returns
+    the keys that differ. Called from the ``initialize`` of inference.json and evaluate.json."""
+    settings = read_settings(model) if model else None
+    if not settings:
+        return []
+    differ = []
+    for key, value in values.items():
+        if key in settings and not _same(value, settings[key]):
+            differ.append(key)
+            logger.warning(
+                "%s is %r here but the model was trained with %r (%s): using %r", key, value, settings[key],
+                settings_path(model), value,
+            )  # fmt: skip
+    return differ

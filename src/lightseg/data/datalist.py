@@ -74,22 +74,41 @@ def _read_datalist(datalist: str | os.PathLike) -> dict:
         raise DatalistError(f"datalist {path} is not valid JSON: {e}.") from e
 
 
-def _check_mask_values(path: str, mask_threshold: float | None, out_channels: int = 1) -> None:
-    """Decode a mask with MONAI's loader and apply the training-time binarisation check."""
-    from monai.transforms import EnsureChannelFirst, LoadImage
+_LOADERS: dict[str, object] = {}
+
+
+def _mask_loader(path: str):
+    """One MONAI loader per reader for the whole check (each new one logs its reader set-up): Pillow for the
+    formats it reads (what MONAI falls back to for them after trying DICOM), MONAI's reader order otherwise."""
+    from monai.transforms import LoadImage
+
+    from lightseg.data.io import PIL_SUFFIXES
+
+    pil = path.lower().endswith(PIL_SUFFIXES) and not path.lower().endswith((".tif", ".tiff"))
+    kind = "PILReader" if pil else "PydicomReader"
+    if kind not in _LOADERS:
+        _LOADERS[kind] = LoadImage(image_only=True, reader=[kind])
+    return _LOADERS[kind]
+
+
+def _check_mask_values(path: str, mask_threshold: float | None, out_channels: int = 1) -> bool:
+    """Decode a mask with MONAI's loader and apply the training-time binarisation check; True when the mask is
+    empty (no foreground) after it."""
+    from monai.transforms import EnsureChannelFirst
 
     from lightseg.transforms.prepare import binarize_mask, class_mask
 
-    mask = EnsureChannelFirst()(LoadImage(image_only=True, reader=["PydicomReader"])(path))
+    mask = EnsureChannelFirst()(_mask_loader(path)(path))
     while mask.dim() > 3 and mask.shape[-1] == 1:
         mask = mask[..., 0]
     try:
         if int(out_channels) > 1:
-            class_mask(mask, int(out_channels), name=path)
+            label = class_mask(mask, int(out_channels), name=path)
         else:
-            binarize_mask(mask, mask_threshold, name=path)
+            label = binarize_mask(mask, mask_threshold, name=path)
     except ValueError as e:
         raise DatalistError(str(e)) from None
+    return not bool(label.any())
 
 
 def validate_entries(
@@ -99,17 +118,24 @@ def validate_entries(
     check_mask_values: bool = True,
     mask_threshold: float | None = None,
     out_channels: int = 1,
-) -> None:
-    """Check that every image (and label) exists, is readable, has a usable channel count and matching size.
+) -> int:
+    """Check that every image (and label) exists, is readable, single-frame, at least
+    :data:`lightseg.data.io.MIN_IMAGE_SIZE` pixels, has a usable channel count and the size of its mask.
 
     Image headers are read without decoding pixels; masks are decoded (they are small) to check their values
     unless ``check_mask_values`` is False (then :class:`lightseg.transforms.PrepareImageLabeld` checks them at
-    load time). Raises :class:`DatalistError` on the first problem, naming the entry and the file.
+    load time). Masks that are empty after binarisation are logged (a few are normal: healthy cases); when every
+    mask of ``entries`` is empty that is an error. Raises :class:`DatalistError` on the first problem, naming the
+    entry and the file. Returns the number of empty masks.
     """
     from tqdm import tqdm
 
+    from lightseg.data.io import MIN_IMAGE_SIZE
+
     if in_channels not in (None, 1, 3):
         raise DatalistError(f"{where}: in_channels must be 1 or 3 (images are converted to it), got {in_channels}.")
+    empty: list[str] = []
+    labelled = 0
     for n, entry in enumerate(tqdm(entries, desc="checking data", unit="case", leave=False, disable=None)):
         if "image" not in entry:
             raise DatalistError(f"{where}: entry {n} has no 'image' key: {entry}.")
@@ -119,6 +145,11 @@ def validate_entries(
                 f"{where}: image {entry['image']} has {image.channels} channels; expected 1 (grayscale), "
                 "2 (grayscale + alpha), 3 (RGB) or 4 (RGBA)."
             )
+        if min(image.spatial_shape) < MIN_IMAGE_SIZE:
+            raise DatalistError(
+                f"{where}: image {entry['image']} is {_hw(image.spatial_shape)} pixels (height x width); images "
+                f"must be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}."
+            )
         if "label" in entry:
             label = read_header(entry["label"])
             if label.spatial_shape != image.spatial_shape:
@@ -127,7 +158,19 @@ def validate_entries(
                     f"{_hw(image.spatial_shape)} (height x width); they must be the same size."
                 )
             if check_mask_values:
-                _check_mask_values(str(entry["label"]), mask_threshold, out_channels)
+                labelled += 1
+                if _check_mask_values(str(entry["label"]), mask_threshold, out_channels):
+                    empty.append(str(entry["label"]))
+    if labelled and len(empty) == labelled:
+        hint = f" with mask_threshold {mask_threshold:g}" if mask_threshold is not None else ""
+        raise DatalistError(
+            f"{where}: all {labelled} masks are empty{hint} (no foreground pixel), e.g. {empty[0]}: check the masks "
+            "folder and mask_threshold (masks stored as {0, 1} need no threshold)."
+        )
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        logger.warning("%s: %d of %d masks are empty (no foreground): %s", where, len(empty), labelled, shown)
+    return len(empty)
 
 
 def _hw(shape: tuple[int, ...]) -> str:

@@ -9,7 +9,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DatalistError", "Header", "read_header", "PIL_SUFFIXES", "NIFTI_SUFFIXES", "DICOM_SUFFIXES"]
+__all__ = [
+    "DICOM_SUFFIXES",
+    "MIN_IMAGE_SIZE",
+    "NIFTI_SUFFIXES",
+    "PIL_SUFFIXES",
+    "DatalistError",
+    "Header",
+    "check_image_file",
+    "read_header",
+]
+
+# the smallest image (height and width, pixels) training, evaluation and inference accept
+MIN_IMAGE_SIZE = 8
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -35,6 +47,12 @@ def _pil_header(path: Path) -> Header:
     from PIL import Image
 
     with Image.open(path) as im:
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        if frames > 1:
+            raise DatalistError(
+                f"{path} has {frames} frames (an animated or multi-page image); only its first frame would be read. "
+                "Save each frame as its own image file and list those."
+            )
         bands = len(im.getbands())
         if im.mode == "P":  # palette images become RGB(A) when loaded
             bands = 4 if "transparency" in im.info else 3
@@ -101,3 +119,29 @@ def read_header(path: str | os.PathLike) -> Header:
         raise
     except Exception as e:
         raise DatalistError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+
+
+def check_image_file(path: str | os.PathLike, decode: bool = True) -> Header:
+    """Everything :func:`read_header` checks, plus a minimum size of :data:`MIN_IMAGE_SIZE` pixels and, with
+    ``decode``, a full decode of Pillow-read files (a truncated JPEG or PNG only fails when its pixels are read).
+
+    Raises:
+        DatalistError: naming the file and the problem.
+    """
+    header = read_header(path)
+    if min(header.spatial_shape) < MIN_IMAGE_SIZE:
+        raise DatalistError(
+            f"{path} is {header.spatial_shape[0]} x {header.spatial_shape[1]} pixels (height x width); images must "
+            f"be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}."
+        )
+    if decode and _suffix(Path(path)) in PIL_SUFFIXES:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except Exception as e:
+            if _suffix(Path(path)) in (".tif", ".tiff"):
+                return header  # read with ITK (see read_header)
+            raise DatalistError(f"cannot decode image file {path}: {type(e).__name__}: {e}") from None
+    return header

@@ -10,6 +10,8 @@ from lightseg.handlers.loading import CheckpointError, CheckpointLoader, load_ch
 from lightseg.handlers.loss_terms import LossTermsLogger
 from lightseg.handlers.mlflow_status import MLflowRunStatus
 from lightseg.handlers.reparameterize import Reparameterize
+from lightseg.handlers.report import EvaluationReport
+from lightseg.handlers.run import RunRecorder
 
 __all__ = [
     "CheckpointError",
@@ -17,11 +19,13 @@ __all__ = [
     "DeepTrainingSchedule",
     "EMAUpdate",
     "EarlyStopping",
+    "EvaluationReport",
     "LossTermsLogger",
     "MLflowRunStatus",
     "ModelSaver",
     "Reparameterize",
     "ResumableCheckpoint",
+    "RunRecorder",
     "atomic_save",
     "deep_training_slope",
     "load_checkpoint",

@@ -20,6 +20,7 @@ __all__ = ["PrepareImageLabeld", "binarize_mask", "class_mask", "to_channels"]
 logger = logging.getLogger(__name__)
 
 _LUMA = (0.299, 0.587, 0.114)
+_ALPHA_LOGGED: set[str] = set()
 
 
 def _name(data) -> str:
@@ -59,28 +60,63 @@ def to_channels(x: torch.Tensor, channels: int, log: bool = False) -> torch.Tens
     return x
 
 
+def _alpha_label(y: torch.Tensor) -> torch.Tensor | None:
+    """The alpha channel of a gray+alpha or RGBA mask whose colour channels are all zero while the alpha varies:
+    the label was painted into the transparency (some annotation tools save masks so)."""
+    if y.shape[0] not in (2, 4):
+        return None
+    colour, alpha = y[:-1], y[-1:]
+    if bool((colour == 0).all()) and bool(alpha.amin() != alpha.amax()):
+        return alpha
+    return None
+
+
 def binarize_mask(y: torch.Tensor, threshold: float | None = None, name: str | None = None) -> torch.Tensor:
     """A channel-first 2D mask (1-4 channels) as one float channel of {0, 1}.
 
-    RGB(A) masks are reduced to the maximum over the colour channels (alpha ignored). Without ``threshold``
-    the values must be a subset of {0, 1} or of {0, 255}; with it, ``y > threshold``.
+    RGB(A) masks are reduced to the maximum over the colour channels; the alpha channel is ignored, except when
+    the colour channels are all zero and the alpha varies: then the label is in the alpha channel and is read
+    from there. Without ``threshold`` the values must be a subset of {0, 1} or of {0, 255}; with it,
+    ``y > threshold``, which must not empty a mask that has foreground.
 
     Raises:
-        ValueError: naming the file, for another channel count or other values.
+        ValueError: naming the file, for another channel count, other values (more than one foreground value),
+        or a threshold at or above the mask's foreground value.
     """
     name = name or _name(y)
     if y.shape[0] not in (1, 2, 3, 4):
         raise ValueError(f"mask {name} has {y.shape[0]} channels; expected 1, 3 (RGB) or 4 (RGBA).")
-    y = y[:1] if y.shape[0] <= 2 else y[:3].amax(0, keepdim=True)
+    alpha = _alpha_label(y)
+    if alpha is not None:
+        if name not in _ALPHA_LOGGED:
+            _ALPHA_LOGGED.add(name)
+            logger.info("mask %s: the colour channels are empty, the label is read from the alpha channel", name)
+        y = alpha
+    else:
+        y = y[:1] if y.shape[0] <= 2 else y[:3].amax(0, keepdim=True)
     if threshold is not None:
-        return (y > threshold).float()
+        out = (y > threshold).float()
+        top = float(y.max())
+        if top > 0 and not bool(out.any()):
+            raise ValueError(
+                f"mask {name} has foreground value {top:g} but mask_threshold {threshold:g} makes it empty (labels "
+                f"are y > threshold): use --mask_threshold {top / 2:g}, or leave it unset (null) for masks stored "
+                "as {0, 1} or {0, 255}."
+            )
+        return out
     values = torch.unique(torch.as_tensor(y)).tolist()
     if not (set(values) <= {0, 1} or set(values) <= {0, 255}):
         shown = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if len(values) > 8 else "")
-        raise ValueError(
-            f"mask {name} has values {{{shown}}}; expected {{0, 1}} or {{0, 255}}. For lossy (JPEG) masks set "
-            "mask_threshold (e.g. 127)."
-        )
+        foreground = [v for v in values if v != 0]
+        if 1 < len(foreground) <= 16 and all(v == int(v) for v in foreground):
+            hint = (
+                f"{len(foreground)} foreground values, but a binary model (out_channels 1) needs one. If they are "
+                f"classes, train with --out_channels {int(max(foreground)) + 1}; to merge them into one label set "
+                "mask_threshold 0; for lossy (JPEG) masks set mask_threshold (e.g. 127)."
+            )
+        else:
+            hint = "for lossy (JPEG) masks set mask_threshold (e.g. 127); to take any nonzero value as the label, 0."
+        raise ValueError(f"mask {name} has values {{{shown}}}; expected {{0, 1}} or {{0, 255}}: {hint}")
     return (y > 0).float()
 
 
