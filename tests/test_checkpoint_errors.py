@@ -156,7 +156,8 @@ def test_resume_checkpoint_of_other_network_names_path(tmp_path, nets):
 
 
 def test_inference_with_other_network_short_error(tmp_path, nets):
-    """End to end: inference.json with a mininet model.pt says so in a few lines on stderr."""
+    """End to end: inference.json told to build cmunext_xxs (explicitly: by default it takes the network from the
+    settings.json beside the model) with a mininet model.pt says so in a few lines on stderr."""
     data = tmp_path / "data"
     datalist = make_tiny_dataset(data, n_train=1, n_val=1, n_test=1)
     out = tmp_path / "run"
@@ -165,7 +166,10 @@ def test_inference_with_other_network_short_error(tmp_path, nets):
     write_settings(out / "models" / "model.pt", {"network_name": "mininet", "in_channels": 3, "out_channels": 1})
     overrides = tiny_overrides(out, data, datalist)
     overrides = {k: v for k, v in overrides.items() if k in ("bundle_root", "ckpt_dir", "output_dir", "dataset_dir")}
-    result = run_bundle("cmunext_xxs", ("inference.json",), datalist=str(datalist), image_size=[32, 32], **overrides)
+    result = run_bundle(
+        "cmunext_xxs", ("inference.json",), datalist=str(datalist), image_size=[32, 32], network_name="cmunext_xxs",
+        **overrides,
+    )  # fmt: skip
     assert result.returncode != 0, result.stdout[-2000:]
     ours = [ln for ln in result.stderr.splitlines() if ln.startswith(("lightseg:", "  "))]
     assert ours and ours[0].startswith("lightseg: CheckpointError:"), result.stderr[-3000:]
