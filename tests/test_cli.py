@@ -112,6 +112,9 @@ def test_help_text_lists_options_with_defaults():
     assert "300" in lines["--epochs"] and "number of training epochs" in lines["--epochs"]
     assert "[256, 256]" in lines["--image_size"] and "--strict_overrides" in lines and "--debug" in lines
     assert "--train" not in lines and "--imports" not in lines and "--initialize" not in lines
+    text = cli.format_help([TRAIN, str(CONFIGS / "evaluate.json")])
+    assert "--eval_split" in text and "train.json, evaluate.json" in text
+    assert "--input " in cli.format_help([str(CONFIGS / "inference.json")])
 
 
 def test_help_exits_zero(monkeypatch, capsys):
@@ -234,3 +237,6 @@ def test_rendered_configs_call_the_checks_first():
             config = json.loads((bundle / "configs" / name).read_text())
             first = config["initialize"][0]
             assert first.startswith("$lightseg.cli.check_command_line("), (bundle.name, name)
+        handlers = json.loads((bundle / "configs" / "train.json").read_text())["train"]["handlers"]
+        targets = [h.get("_target_") for h in handlers]
+        assert targets[targets.index("MLFlowHandler") + 1] == "lightseg.handlers.MLflowRunStatus", bundle.name

@@ -95,7 +95,9 @@ def _run(store: str, run_name: str):
     return client.get_run(matching[0].info.run_id)
 
 
-def _trainer(store: str, run_name: str, step, epochs: int = 3, stats_first: bool = True, start_epoch: int = 0):
+def _trainer(
+    store: str, run_name: str, step, epochs: int = 3, stats_first: bool = True, start_epoch: int = 0, params=None
+):
     from monai.handlers import MLFlowHandler, StatsHandler
 
     from lightseg.handlers import MLflowRunStatus
@@ -116,6 +118,7 @@ def _trainer(store: str, run_name: str, step, epochs: int = 3, stats_first: bool
         output_transform=lambda x: x,
         epoch_log=True,
         close_on_complete=True,
+        experiment_param=params,
     ).attach(engine)
     MLflowRunStatus().attach(engine)
     return engine, epochs
@@ -151,13 +154,14 @@ def test_resumed_run_is_running_again_and_tagged(store):
             raise RuntimeError("crash")
         return 1.0
 
-    engine, _ = _trainer(store, "resumed", step)
+    engine, _ = _trainer(store, "resumed", step, params={"epochs": 4, "lr": 0.1})
     with pytest.raises(RuntimeError):
         engine.run([0, 1, 2, 3], max_epochs=4)
     assert _run(store, "resumed").info.status == "FAILED"
 
     seen = {}
-    engine, _ = _trainer(store, "resumed", lambda e, b: 1.0, start_epoch=1)
+    # resumed with a larger epoch budget: MLflow refuses to change a param, so the new value becomes a tag
+    engine, _ = _trainer(store, "resumed", lambda e, b: 1.0, start_epoch=1, params={"epochs": 6, "lr": 0.1})
 
     @engine.on(Events.EPOCH_STARTED)
     def _status(e):
@@ -167,6 +171,8 @@ def test_resumed_run_is_running_again_and_tagged(store):
     run = _run(store, "resumed")  # the same run continued (one run of that name)
     assert seen["status"] == "RUNNING" and run.info.status == "FINISHED"
     assert run.data.tags["lightseg.resumed"] == "1" and run.data.tags["lightseg.resumed_at_epoch"] == "1"
+    assert run.data.params["epochs"] == "4" and run.data.tags["lightseg.resumed.epochs"] == "6"
+    assert "lightseg.resumed.lr" not in run.data.tags
     steps = {m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, "Loss")}
     assert {5, 6} <= steps and 16 in steps  # the crashed run's iterations, then the resumed ones up to epoch 4
 
