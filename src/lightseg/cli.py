@@ -114,7 +114,7 @@ DESCRIPTIONS: dict[str, str] = {
     "loss": "loss function name",
     "loss_terms": "terms of the loss",
     "loss_alpha": "per-instance alpha weighting of the loss terms (none: plain sum)",
-    "loss_gamma": "focusing exponent of the alpha weighting",
+    "loss_gamma": "exponent of the per-instance weights (alpha ~ loss ** gamma)",
     "early_stopping": "stop when validation stops improving",
     "early_stopping_patience": "validations without improvement before stopping",
     "early_stopping_min_delta": "smallest improvement that counts",
