@@ -142,6 +142,24 @@ def test_root_cause_skips_monai_wrappers():
     assert "--debug true" in msg and len(msg.splitlines()) <= 4
 
 
+def test_excepthook_prints_short_and_logs_full(tmp_path, monkeypatch, capsys):
+    log = tmp_path / "err.log"
+    monkeypatch.setenv("LIGHTSEG_ERROR_LOG", str(log))
+    monkeypatch.delenv("LIGHTSEG_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(cli, "_installed", {})
+    cli.install_excepthook()
+    for exc in (ValueError("bad value in data/a.png"), KeyboardInterrupt()):
+        try:
+            raise exc
+        except BaseException as e:
+            sys.excepthook(type(e), e, e.__traceback__)
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.splitlines()) <= 4 and str(log) in err
+        assert "Traceback" in log.read_text()
+    assert "lightseg: interrupted" in err
+
+
 def test_check_image_size():
     net = create_network("cmunext_xxs")
     assert check_image_size([32, 64], net) == [32, 64]

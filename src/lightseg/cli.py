@@ -452,7 +452,7 @@ def install_excepthook(debug: bool = False) -> None:
     debug = bool(debug) or as_bool(os.environ.get(DEBUG_ENV) or False)
 
     def hook(etype: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        if debug or not isinstance(value, Exception):
+        if debug or not isinstance(value, (Exception, KeyboardInterrupt)):
             previous(etype, value, tb)
             return
         full = "".join(traceback.format_exception(etype, value, tb))
@@ -463,6 +463,10 @@ def install_excepthook(debug: bool = False) -> None:
         except OSError:
             path = None
         try:
+            if isinstance(value, KeyboardInterrupt):
+                sys.stderr.write(f"lightseg: interrupted (traceback in {path}).\n")
+                sys.stderr.flush()
+                return
             sys.stderr.write(short_message(value, path))
             sys.stderr.flush()
         except Exception:
