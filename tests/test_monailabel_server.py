@@ -377,9 +377,13 @@ def test_monailabel_serves_finetunes_and_reserves_all_bundles(tmp_path):
             changed = [k for k in before if not torch.equal(before[k], after[k])]
             assert changed, f"{name}: model.pt did not change after /train"
 
-            # MONAI Label offers every models/*.pt as a model file: the resume checkpoint must be elsewhere
+            # MONAI Label offers every models/*.pt as a model file: the resume checkpoint must be elsewhere (in the
+            # training's run folder, whose model was promoted to models/ when it finished)
             offered = sorted(p.name for p in (served / "models").glob("*.pt"))
-            assert "checkpoint.pt" not in offered and (served / "checkpoints" / "checkpoint.pt").is_file(), offered
+            assert "checkpoint.pt" not in offered and list((served / "runs").glob("*/checkpoints/checkpoint.pt")), (
+                offered
+            )
+            assert (served / "models" / "settings.json").is_file()
             for extra in offered:  # whatever is offered loads into network_def completely
                 missing = _seeded_module(name, served).load_state_dict(
                     torch.load(served / "models" / extra, weights_only=True), strict=False
