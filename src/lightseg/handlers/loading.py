@@ -90,9 +90,7 @@ def _guess_network(state: dict) -> str | None:
             except Exception:
                 continue
             if set(own) == keys:
-                scores[name] = sum(
-                    tuple(own[k].shape) == tuple(getattr(state[k], "shape", ())) for k in keys
-                )
+                scores[name] = sum(tuple(own[k].shape) == tuple(getattr(state[k], "shape", ())) for k in keys)
     if not scores:
         return None
     best = max(scores.values())
