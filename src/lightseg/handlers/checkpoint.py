@@ -192,7 +192,11 @@ class ResumableCheckpoint:
     def load(self, engine: Engine) -> None:
         if not self.resume or not self.path.is_file():
             return
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        from lightseg.handlers.loading import CheckpointError, load_checkpoint
+
+        state = load_checkpoint(self.path, map_location="cpu", what="checkpoint")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {self.path} holds a {type(state).__name__}, not a training state.")
         max_epochs = engine.state.max_epochs
         for key, obj in self.save_dict.items():
             if key not in state:
@@ -202,7 +206,15 @@ class ResumableCheckpoint:
                 # keep the max_epochs of this run: resuming with a larger epoch budget extends training
                 target.load_state_dict({**state[key], "max_epochs": max_epochs})
             else:
-                target.load_state_dict(state[key])
+                try:
+                    target.load_state_dict(state[key])
+                except (RuntimeError, KeyError, ValueError) as e:
+                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise CheckpointError(
+                        f"checkpoint {self.path}: its {key!r} state does not fit this training ({first}"
+                        "): it was written by another network or settings; resume with those, or move the file away "
+                        "to start from scratch."
+                    ) from e
         epoch = engine.state.epoch
         if epoch >= (max_epochs or 0):
             logger.warning(
