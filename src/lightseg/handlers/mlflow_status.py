@@ -36,9 +36,8 @@ class MLflowRunStatus:
       KILLED, then the previous handler runs (SIGINT: ``KeyboardInterrupt``); where that was the default action,
       the process exits with status 128 + signal number through ``SystemExit`` (so files are closed).
     - start of a run that MONAI reused (status KILLED/FAILED) or of a training resumed from a checkpoint (epoch
-      > 0): the run is set RUNNING and tagged ``lightseg.resumed`` (count) and ``lightseg.resumed_at_epoch``;
-      a parameter resumed with another value (``epochs``) is tagged ``lightseg.resumed.<name>``, since MLflow
-      refuses to change a logged parameter.
+      > 0): the run is set RUNNING and tagged ``lightseg.resumed`` (count) and ``lightseg.resumed_at_epoch``
+      (parameters resumed with another value are tagged by :func:`lightseg.runs.resumable_params`).
 
     Args:
         signals: names of the signals to mark as KILLED.
@@ -68,27 +67,6 @@ class MLflowRunStatus:
         mlflow_handler = self.find_mlflow_handler(engine)
         if mlflow_handler is not None:
             self._mlflow = mlflow_handler
-            self._keep_params(mlflow_handler)
-
-    @staticmethod
-    def _keep_params(handler: Any) -> None:
-        """MLflow refuses to change a logged param: a run resumed with another value (``--epochs 400`` after
-        300) would fail at start. Such values are logged as tags ``lightseg.resumed.<param>`` instead."""
-        original = handler._log_params
-
-        def log_params(params: dict[str, Any]) -> None:
-            run = handler.cur_run
-            if run is not None and params:
-                logged = handler.client.get_run(run.info.run_id).data.params
-                changed = {k: v for k, v in params.items() if k in logged and logged[k] != str(v)}
-                for key, value in changed.items():
-                    handler.client.set_tag(run.info.run_id, f"{RESUMED_TAG}.{key}", str(value))
-                if changed:
-                    logger.info("resumed MLflow run: changed params %s logged as tags", sorted(changed))
-                    params = {k: v for k, v in params.items() if k not in changed}
-            original(params)
-
-        handler._log_params = log_params
 
     @staticmethod
     def find_mlflow_handler(engine: Engine) -> Any:
