@@ -160,8 +160,12 @@ def test_resumed_run_is_running_again_and_tagged(store):
     assert _run(store, "resumed").info.status == "FAILED"
 
     seen = {}
-    # resumed with a larger epoch budget: MLflow refuses to change a param, so the new value becomes a tag
-    engine, _ = _trainer(store, "resumed", lambda e, b: 1.0, start_epoch=1, params={"epochs": 6, "lr": 0.1})
+    # resumed with a larger epoch budget: MLflow refuses to change a param, so the new value becomes a tag (what
+    # train.json passes to MLFlowHandler as experiment_param)
+    from lightseg.runs import resumable_params
+
+    params = resumable_params({"epochs": 6, "lr": 0.1}, store, "status", "resumed", resume=True)
+    engine, _ = _trainer(store, "resumed", lambda e, b: 1.0, start_epoch=1, params=params)
 
     @engine.on(Events.EPOCH_STARTED)
     def _status(e):
