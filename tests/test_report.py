@@ -417,7 +417,7 @@ def test_inferring_overlays_for_every_format(tmp_path):
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
 def test_config_switches(bundle, tmp_path):
     """``report`` (default on) adds the handler after MetricsSaver; ``overlay`` (default off) adds SaveOverlayd
-    right after SaveImaged."""
+    after the postprocessing of the folder inference."""
     from monai.bundle import ConfigParser
 
     configs = BUNDLES / bundle / "configs"
@@ -436,9 +436,10 @@ def test_config_switches(bundle, tmp_path):
         parser["bundle_root"] = str(BUNDLES / bundle)
         if flag is not None:
             parser["overlay"] = flag
-        names = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
-        assert ("SaveOverlayd" in names) == on, names
-        assert not on or names.index("SaveOverlayd") == names.index("SaveImaged") + 1
+        names = [type(t).__name__ for t in parser.get_parsed_content("infer_postprocessing").transforms]
+        assert names == ["Compose", "SaveOverlayd"] if on else names == ["Compose"], names
+        # the postprocessing itself (MONAI Label's and Deploy's) holds MONAI's transforms only
+        assert "SaveOverlayd" not in [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
