@@ -503,7 +503,7 @@ def export_onnx_int8(
                 got = [session.run(None, {"image": x})[0] for x in images]
                 report[name] = {"split": calib_split if name == "calibration" else check_split}
                 report[name].update(mask_agreement(ref, got, out_channels))
-                report[name]["max_abs_logit_diff"] = float(max(np.abs(r - g).max() for r, g in zip(ref, got)))
+                report[name]["max_abs_logit_diff"] = float(max(np.abs(r - g).max() for r, g in zip(ref, got, strict=True)))
                 logger.info(
                     "INT8 %s: Dice agreement with eager on %d %s images: %.4f (worst image %.4f)",
                     out, len(images), report[name]["split"], report[name]["dice"], report[name]["min_image_dice"],
@@ -642,8 +642,15 @@ def export_bundle(
             eager, out, example_shape=(1, int(getattr(eager, "in_channels", 3)), *size),
             metadata={"metadata.json": json_dumps(meta)},
         )  # fmt: skip
-        payload = {"format": fmt, "file": out.name, "opset": ONNX_OPSET, "max_abs_diff": diff,
-                   "input": {"dynamic": ["batch", "height", "width"]}, **_provenance(ckpt, eager), "metadata": meta}  # fmt: skip
+        payload = {
+            "format": fmt,
+            "file": out.name,
+            "opset": ONNX_OPSET,
+            "max_abs_diff": diff,
+            "input": {"dynamic": ["batch", "height", "width"]},
+            **_provenance(ckpt, eager),
+            "metadata": meta,
+        }
     elif fmt == "onnx-int8":
         data = {"datalist": datalist, "dataset_dir": dataset_dir, "image_size": list(image_size or []) or None}
         overrides.update({k: v for k, v in data.items() if v is not None})
