@@ -503,7 +503,8 @@ def export_onnx_int8(
                 got = [session.run(None, {"image": x})[0] for x in images]
                 report[name] = {"split": calib_split if name == "calibration" else check_split}
                 report[name].update(mask_agreement(ref, got, out_channels))
-                report[name]["max_abs_logit_diff"] = float(max(np.abs(r - g).max() for r, g in zip(ref, got, strict=True)))
+                worst_diff = max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True))
+                report[name]["max_abs_logit_diff"] = worst_diff
                 logger.info(
                     "INT8 %s: Dice agreement with eager on %d %s images: %.4f (worst image %.4f)",
                     out, len(images), report[name]["split"], report[name]["dice"], report[name]["min_image_dice"],
