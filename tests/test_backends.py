@@ -80,7 +80,7 @@ def test_auto_picks_the_first_fresh_export_and_falls_back_to_eager(exported, tmp
         assert BackendNetwork("auto", only_ckpt, network=_fresh_eager(only_ckpt)).backend == "eager"
     lines = [r.getMessage() for r in caplog.records if r.name == "lightseg.backends"]
     assert len(lines) == 1 and lines[0].startswith("backend auto: eager") and "model.onnx does not exist" in lines[0]
-    with pytest.raises(BackendError, match="does not exist.*python -m lightseg.export .* --format onnx"):
+    with pytest.raises(BackendError, match=r"does not exist.*python -m lightseg.export .* --format onnx"):
         BackendNetwork("onnxruntime", only_ckpt, network=_fresh_eager(only_ckpt))
     with pytest.raises(ValueError, match="unknown backend"):
         BackendNetwork("tensorrt", models, network=_fresh_eager(models))
@@ -96,7 +96,7 @@ def test_stale_exports_are_skipped_by_auto_and_refused_when_asked_for(exported, 
     _age(models / "model.onnx", 3600)  # built before the checkpoint was (re)written
     assert "older than" in export_status(models / "model.onnx", models / "model.pt")
     assert BackendNetwork("auto", models, network=_fresh_eager(models)).backend == "torch-export"
-    with pytest.raises(BackendError, match="stale.*--format onnx"):
+    with pytest.raises(BackendError, match=r"stale.*--format onnx"):
         BackendNetwork("onnxruntime", models, network=_fresh_eager(models))
     # a newer export built from another checkpoint (its JSON records the SHA-256)
     other = _network_with_statistics("cmunext_xxs", 99)

@@ -137,7 +137,8 @@ class BackendNetwork(nn.Module):
             return "eager"
         problem = export_status(self.ckpt_dir / self.files[backend], self.ckpt_path)
         if problem:
-            raise BackendError(f"backend {backend}: {problem}; build it with `{_export_command(backend, self.ckpt_dir)}`.")
+            command = _export_command(backend, self.ckpt_dir)
+            raise BackendError(f"backend {backend}: {problem}; build it with `{command}`.")
         if not _available(backend):
             raise BackendError(f"backend {backend} needs onnxruntime: pip install 'lightseg[onnx]'.")
         logger.info("backend %s: %s", backend, self.ckpt_dir / self.files[backend])
