@@ -162,6 +162,7 @@ def test_run_inferring_every_backend_gives_the_eager_masks(bundle, tmp_path):
     datalist = make_tiny_dataset(data, n_train=6, n_val=3, n_test=4)
     size = _size(bundle)
     cmd = [sys.executable, "-m", "lightseg.export", str(BUNDLES / bundle), "--format", "all", "--out_dir", str(models),
+           "--ckpt", str(models / "model.pt"),
            "--datalist", str(datalist), "--dataset_dir", str(data), "--image_size", *map(str, size)]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]

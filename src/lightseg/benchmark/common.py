@@ -107,7 +107,8 @@ def run_isolated(target: str, kwargs: dict, threads: int = 2, timeout: float = 9
 
 
 def machine_limits(seconds: float = 1.0) -> dict:
-    """GEMM throughput (fp32 and bf16, GFLOP/s, through ``torch.mm``) and copy bandwidth (GB/s), this process."""
+    """GEMM throughput (fp32 and bf16, GFLOP/s, through ``torch.mm``), fp32 1x1-convolution throughput (oneDNN, the
+    engine of PyTorch's convolutions; ``conv_fp32_gflops``) and copy bandwidth (GB/s), in this process."""
 
     def gflops(dtype: torch.dtype) -> float | None:
         n = 1024
@@ -123,6 +124,16 @@ def machine_limits(seconds: float = 1.0) -> dict:
             calls += 1
         return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
 
+    def conv_gflops() -> float:  # oneDNN's fp32 peak: a 1x1 convolution is a GEMM that PyTorch runs through it
+        x, w = torch.randn(1, 512, 64, 64), torch.randn(512, 512, 1, 1)
+        with torch.no_grad():
+            torch.nn.functional.conv2d(x, w)
+            calls, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                torch.nn.functional.conv2d(x, w)
+                calls += 1
+        return 2 * 512 * 512 * 64 * 64 * calls / (time.perf_counter() - start) / 1e9
+
     src = torch.empty(64 * 1024 * 1024 // 4)  # 64 MiB
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -134,6 +145,7 @@ def machine_limits(seconds: float = 1.0) -> dict:
     return {
         "gemm_fp32_gflops": gflops(torch.float32),
         "gemm_bf16_gflops": gflops(torch.bfloat16),
+        "conv_fp32_gflops": conv_gflops(),
         "copy_gbps": 2 * src.numel() * 4 / best / 1e9,  # read + write
         "threads": torch.get_num_threads(),
         "cpu": _cpu_name(),
