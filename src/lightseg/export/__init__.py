@@ -371,6 +371,7 @@ def calibration_images(
     datalist, dataset_dir = parser.get_parsed_content("datalist"), parser.get_parsed_content("dataset_dir")
     in_channels = int(parser.get_parsed_content("in_channels"))
     try:
+        lightseg.data.ensure_demo_data(datalist, dataset_dir)  # the demo datalist's images are generated on first use
         entries = lightseg.data.list_images(datalist, split, dataset_dir, in_channels=in_channels)
     except Exception as e:
         raise ValueError(f"no '{split}' images in the datalist {datalist} (choose another --calib_split): {e}") from e
