@@ -31,7 +31,13 @@ def test_benchmark_infer_tiny(tmp_path):
             stats = payload["results"][row][backend]
             assert stats["batch1"]["n"] == 2 and 0 < stats["batch1"]["min_ms"] <= stats["batch1"]["median_ms"]
             assert stats["batch8"]["images_per_s"] > 0
-        assert 0 < payload["roofline"][row] < 1
+        # 2 * MACs * batch-8 images/s over the conv peak of the same run (not bounded by 1 on a shared machine)
+        best = min(
+            (b for b in payload["backends"] if "glibc" not in b),
+            key=lambda b: payload["results"][row][b]["batch1"]["median_ms"],
+        )
+        achieved = 2 * payload["models"][row]["conv_macs"] * payload["results"][row][best]["batch8"]["images_per_s"]
+        assert payload["roofline"][row] == pytest.approx(achieved / 1e9 / payload["machine"]["conv_fp32_gflops"])
     e2e = payload["end_to_end"]["mininet"]
     assert e2e["backend"] in ("eager", "onnxruntime") and e2e["images"] >= 3
     assert e2e["mask_size"] == e2e["input_size"] == [384, 288]  # the mask is written at the original size

@@ -198,8 +198,10 @@ def _export_generic(net: torch.nn.Module, fmt: str, path: Path, size: int, deplo
             return None if item is None else {"image": item}
 
     with tempfile.TemporaryDirectory() as tmpdir, atomic_path(path) as tmp:
-        fp32 = Path(tmpdir) / "fp32.onnx"
-        export_onnx(net, fp32, example_shape=shape, check_shapes=[shape], deploy=deploy)
+        fp32 = path.with_name(_FILES["onnx"])  # built just before from the same weights, when asked for
+        if not fp32.is_file():
+            fp32 = Path(tmpdir) / "fp32.onnx"
+            export_onnx(net, fp32, example_shape=shape, check_shapes=[shape], deploy=deploy)
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)
@@ -234,13 +236,13 @@ def measure(
         net = reparameterize_model(net)
     wrapped = BackendNetwork(backend, folder, network=net.eval(), threads=threads)
     result: dict = {"row": row, "backend": backend, "threads": torch.get_num_threads(), "allocator": allocator_state()}
-    for key, n, count in (("batch1", 1, steps), (f"batch{batch}", batch, max(3, steps // 4))):
+    for key, n, count, warmup in (("batch1", 1, steps, 4), (f"batch{batch}", batch, max(3, steps // 4), 2)):
         x = torch.randn(n, 3, size, size)
         best = None
         with torch.no_grad():
             for _ in range(passes):
                 # TorchScript's profiling executor optimizes after its first calls: warm up past them
-                stats = summarize_times(time_calls(lambda x=x: wrapped(x), count, warmup=4))
+                stats = summarize_times(time_calls(lambda x=x: wrapped(x), count, warmup=warmup))
                 if best is None or stats["median_ms"] < best["median_ms"]:
                     best = stats
         best["images_per_s"] = 1000 * n / best["median_ms"]
@@ -418,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--e2e_images", type=int, default=12, help="384x288 PNGs for the end-to-end latency (0: none)")
     parser.add_argument("--no_untuned", action="store_true", help="skip eager without the allocator setting")
+    parser.add_argument("--untuned_controls", action="store_true", help="eager without it for the controls too")
     parser.add_argument("--out", default="benchmark_results/infer", help="folder for infer.json/.md/.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -457,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                     payload["results"][row][backend] = {"error": "export failed"}
                     continue
                 untuned = backend.endswith("(glibc default)")
+                if untuned and row not in args.bundles and not args.untuned_controls:
+                    continue
                 kwargs = {"row": row, "folder": folder, "backend": "eager" if untuned else backend, "size": args.size,
                           "steps": args.steps, "passes": args.passes, "batch": args.batch, "threads": args.threads,
                           "tune": not untuned}  # fmt: skip

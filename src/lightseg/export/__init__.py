@@ -428,6 +428,7 @@ def export_onnx_int8(
     config: str = "inference.json",
     overrides: dict | None = None,
     per_channel: bool = True,
+    fp32_onnx: str | os.PathLike | None = None,
 ) -> dict:
     """Static INT8 quantization (ONNX Runtime's ``quantize_static``, QDQ format, per-channel INT8 weights, UINT8
     activations, MinMax calibration) of the bundle's fp32 ONNX export, calibrated on ``calib_count`` images of the
@@ -436,7 +437,7 @@ def export_onnx_int8(
     The quantized model is accepted only if the Dice agreement of its thresholded masks with the eager model's is
     at least ``min_agreement`` on the calibration images AND on ``check_split`` (skipped, and said so, when that
     split is empty); otherwise ``AssertionError`` and nothing is written. Returns the agreement report (also in
-    ``<out>.json``).
+    ``<out>.json``). ``fp32_onnx``: an fp32 export of the same checkpoint to quantize instead of exporting again.
     """
     import tempfile
 
@@ -468,8 +469,13 @@ def export_onnx_int8(
     meta = _bundle_metadata(bundle, config, overrides)
     with tempfile.TemporaryDirectory() as tmpdir, atomic_path(out) as tmp:
         fp32 = Path(tmpdir) / "model_fp32.onnx"
-        shape = (1, *calib[0].shape[1:])
-        export_onnx(eager, fp32, example_shape=shape, metadata={"metadata.json": json_dumps(meta)})
+        if fp32_onnx is not None:
+            import shutil
+
+            shutil.copy(fp32_onnx, fp32)
+        else:
+            shape = (1, *calib[0].shape[1:])
+            export_onnx(eager, fp32, example_shape=shape, metadata={"metadata.json": json_dumps(meta)})
         try:
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -656,9 +662,13 @@ def export_bundle(
     elif fmt == "onnx-int8":
         data = {"datalist": datalist, "dataset_dir": dataset_dir, "image_size": list(image_size or []) or None}
         overrides.update({k: v for k, v in data.items() if v is not None})
+        from lightseg.backends import export_status
+
+        fp32 = out.with_name(DEFAULT_FILES["onnx"])  # an fp32 export of the same checkpoint beside it is reused
+        reuse = fp32 if fp32.is_file() and export_status(fp32, ckpt) is None else None
         return export_onnx_int8(
             bundle, out, ckpt, calib_split=calib_split, calib_count=calib_count, overrides=overrides,
-            min_agreement=min_agreement,
+            min_agreement=min_agreement, fp32_onnx=reuse,
         )  # fmt: skip
     else:
         return export_torch_export(bundle, out, ckpt, overrides=overrides)
