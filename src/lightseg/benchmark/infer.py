@@ -408,6 +408,16 @@ def _plot(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _write(payload: dict, out: Path, started: float) -> str:
+    """Write infer.json, infer.md and infer.png; return the Markdown."""
+    payload["seconds"] = round(time.time() - started, 1)
+    write_json(out / "infer.json", payload)
+    table = _markdown(payload)
+    (out / "infer.md").write_text(table)
+    _plot(payload, out / "infer.png")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lightseg.benchmark infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundles", nargs="*", default=list(BUNDLE_MODELS), help="rows of the bundles' networks")
@@ -427,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [*args.bundles, *args.controls]
+    # bundles and controls alternate, so that a run cut short still compares them (results are written per row)
+    rows = [r for pair in itertools.zip_longest(args.bundles, args.controls) for r in pair if r is not None]
     for row in rows:
         if row not in BUNDLE_MODELS and row not in CONTROLS:
             parser.error(f"unknown network {row!r}: choose from {', '.join([*BUNDLE_MODELS, *CONTROLS])}")
@@ -489,11 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 except RuntimeError as e:
                     logger.warning("%s end to end failed: %s", row, e)
                     payload["end_to_end"][row] = {"error": str(e)[-500:]}
-    payload["seconds"] = round(time.time() - started, 1)
-    write_json(out / "infer.json", payload)
-    table = _markdown(payload)
-    (out / "infer.md").write_text(table)
-    _plot(payload, out / "infer.png")
+            _write(payload, out, started)  # after every row: a run cut short keeps what it measured
+    table = _write(payload, out, started)
     print(table)
     logger.info("wrote infer.json, infer.md, infer.png in %s (%.0f s)", out, payload["seconds"])
     return 0
