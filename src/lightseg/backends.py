@@ -11,8 +11,10 @@ An export older than the checkpoint (``model.pt``), or whose JSON records anothe
 *stale*: ``"auto"`` skips it with a log line; an explicitly requested stale or missing export raises
 :class:`BackendError` naming the file and the command that rebuilds it. ``"auto"`` takes the first present and
 fresh export in :data:`AUTO_ORDER` (fp32 backends only: INT8 masks are not identical to eager), falling back to
-eager with one log line. The order is measured (``python -m lightseg.benchmark infer``, README "Inference
-speed"): ONNX Runtime was the fastest backend for every bundle at batch 1 on 2 CPU threads.
+eager with one log line. The order is measured: ONNX Runtime was the fastest backend for 11 of 12 networks in
+``../shared/reference/cpu_speed.md``, and ONNX Runtime or torch.export led for the bundles in
+``python -m lightseg.benchmark infer`` (README "Inference speed"; a shared machine, so its ratios are noisy);
+TorchScript rarely beat eager.
 """
 
 from __future__ import annotations
