@@ -11,7 +11,7 @@ import torch
 from lightseg import create_network
 from lightseg.export import export_torchscript, load_bundle_network
 
-from .conftest import BUNDLES, ROOT
+from .conftest import BUNDLE_NAMES, BUNDLES, ROOT
 
 
 @pytest.fixture
@@ -90,17 +90,130 @@ def test_failed_check_writes_nothing(trained_like, tmp_path):
 
 @pytest.mark.slow
 def test_export_script_onnx(trained_like, tmp_path):
+    """scripts/export_bundle.py is a thin caller of python -m lightseg.export."""
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     _, ckpt = trained_like
-    result = subprocess.run(
-        [sys.executable, "scripts/export_bundle.py", str(BUNDLES / "cmunext_xxs"), "--ckpt", str(ckpt),
-         "--format", "all", "--out_dir", str(tmp_path), "--image_size", "64", "64"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "ONNX" in result.stderr and "TorchScript" in result.stderr and "max |export - eager|" in result.stderr
+    for fmt in ("torchscript", "onnx"):
+        result = subprocess.run(
+            [sys.executable, "scripts/export_bundle.py", str(BUNDLES / "cmunext_xxs"), "--ckpt", str(ckpt),
+             "--format", fmt, "--out_dir", str(tmp_path), "--image_size", "64", "64"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "max |export - eager|" in result.stderr
     assert (tmp_path / "model.ts").is_file() and (tmp_path / "model.onnx").is_file()
+
+
+def _bundle_ckpt(bundle: str, path) -> torch.nn.Module:
+    """Random weights with BatchNorm statistics (LV-UNet: deep training finished, so it exports fused)."""
+    from .bundle_suite import _network_with_statistics
+
+    net = _network_with_statistics(bundle, 5)
+    if bundle == "lvunet":
+        from lightseg.networks.blocks.vanilla import set_deep_training_slope
+
+        set_deep_training_slope(net, 1.0)
+    torch.save(net.state_dict(), path)
+    return net.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_every_format_for_every_bundle(bundle, tmp_path):
+    """python -m lightseg.export --format X for the four formats: each checked against eager, with its JSON (the
+    checkpoint's SHA-256, the bundle metadata), ONNX metadata_props and dynamic axes, INT8 agreement recorded."""
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from lightseg.export import DEFAULT_FILES, file_sha256
+
+    from .conftest import make_tiny_dataset
+
+    models = tmp_path / "models"
+    models.mkdir()
+    net = _bundle_ckpt(bundle, models / "model.pt")
+    data = tmp_path / "data"
+    datalist = make_tiny_dataset(data, n_train=6, n_val=3, n_test=1)
+    size = "256" if bundle == "lvunet" else "64"
+    for fmt, name in DEFAULT_FILES.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "lightseg.export", str(BUNDLES / bundle), "--format", fmt,
+             "--ckpt", str(models / "model.pt"), "--out_dir", str(models), "--image_size", size, size,
+             "--datalist", str(datalist), "--dataset_dir", str(data), "--calib_count", "6"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, (fmt, result.stderr[-3000:])
+        sidecar = json.loads((models / f"{name}.json").read_text())
+        assert sidecar["format"] == fmt and sidecar["checkpoint_sha256"] == file_sha256(models / "model.pt")
+        if fmt != "onnx-int8":
+            assert sidecar["max_abs_diff"] <= 1e-4, (fmt, sidecar["max_abs_diff"])
+    int8 = json.loads((models / "model_int8.onnx.json").read_text())
+    assert int8["agreement"]["calibration"]["images"] == 6 and int8["agreement"]["validation"]["images"] == 3
+    for split in ("calibration", "validation"):
+        assert int8["agreement"][split]["dice"] >= 0.98, int8["agreement"]
+    meta = json.loads((models / "model.pt2.json").read_text())["metadata"]
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 1
+    for name in ("model.onnx", "model_int8.onnx"):
+        model = onnx.load(str(models / name))
+        props = {p.key: p.value for p in model.metadata_props}
+        assert props["opset"] == "18" and json.loads(props["metadata.json"])["version"]
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_param != "" for d in dims] == [True, False, True, True], name  # batch, H, W dynamic
+    # dynamic axes really work: another batch and size than the export's
+    h, w = (256, 384) if bundle == "lvunet" else (32, 96)
+    x = torch.randn(3, 3, h, w)
+    session = ort.InferenceSession(str(models / "model.onnx"), providers=["CPUExecutionProvider"])
+    program = torch.export.load(str(models / "model.pt2")).module()
+    with torch.no_grad():
+        ref = net(x).numpy()
+        assert np.abs(session.run(None, {"image": x.numpy()})[0] - ref).max() <= 1e-4
+        assert np.abs(program(x).numpy() - ref).max() <= 1e-4
+
+
+def test_int8_below_the_agreement_gate_writes_nothing(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lightseg.export import export_bundle
+
+    from .conftest import make_tiny_dataset
+
+    data = tmp_path / "data"
+    datalist = make_tiny_dataset(data, n_train=2, n_val=1, n_test=0)
+    _bundle_ckpt("mininet", tmp_path / "model.pt")
+    with pytest.raises(AssertionError, match="nothing was written"):
+        export_bundle(
+            BUNDLES / "mininet", "onnx-int8", ckpt=tmp_path / "model.pt", out=tmp_path / "m.onnx", image_size=(32, 32),
+            datalist=str(datalist), dataset_dir=str(data), min_agreement=1.01,
+        )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.pt"]
+
+
+def test_mask_agreement():
+    import numpy as np
+
+    from lightseg.export import mask_agreement
+
+    a = np.full((1, 1, 4, 4), -1.0)
+    a[..., :2, :] = 1.0  # 8 foreground pixels
+    b = a.copy()
+    b[..., 0, :2] = -1.0  # 2 lost
+    r = mask_agreement([a], [b])
+    assert r["dice"] == pytest.approx(2 * 6 / 14) and r["pixel_agreement"] == pytest.approx(14 / 16)
+    empty = np.full((1, 1, 4, 4), -1.0)
+    assert mask_agreement([empty], [empty])["dice"] == 1.0
+    two = np.zeros((1, 3, 2, 2))
+    two[:, 1] = 1.0
+    assert mask_agreement([two], [two], out_channels=3)["dice"] == 1.0
+
+
+def test_export_cli_rejects_out_with_all(tmp_path):
+    from lightseg.export.__main__ import main
+
+    with pytest.raises(SystemExit, match="--out names one file"):
+        main([str(BUNDLES / "mininet"), "--format", "all", "--out", str(tmp_path / "x.onnx")])
 
 
 def test_export_a_trained_variant_with_overrides(tmp_path):
