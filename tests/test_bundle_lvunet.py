@@ -58,7 +58,8 @@ def test_offline_default_run_falls_back_and_records_it(tiny_dataset, tmp_path):
 
     # strict: the same run refuses to start, with the reason
     strict = run_bundle("lvunet", ("train.json",), run_id="training", env=env, epochs=1, pretrained_strict=True,
-                        **{**overrides, "ckpt_dir": str(tmp_path / "strict")})  # fmt: skip
+                        **{**overrides, "ckpt_dir": str(tmp_path / "strict"),
+                           "checkpoint_dir": str(tmp_path / "strict_checkpoints")})  # fmt: skip
     assert strict.returncode != 0 and "could not download IMAGENET1K_V1" in strict.stdout + strict.stderr
     assert not (tmp_path / "strict" / "model.pt").exists()
 
