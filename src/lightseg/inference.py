@@ -25,12 +25,11 @@ def check_output_dir(folder: str | os.PathLike) -> str:
     Raises:
         PermissionError / OSError: naming the folder and ``--output_dir``.
     """
+    from lightseg.utils import ensure_writable
+
     path = Path(folder)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable(path)
     except OSError as e:
         raise type(e)(
             f"cannot write the masks to {path} ({e.strerror or e}): pass --output_dir <a writable folder>."

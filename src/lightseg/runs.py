@@ -85,11 +85,10 @@ def run_dir(runs_dir: str | os.PathLike, name: str) -> str:
 
 
 def _writable(folder: Path, what: str) -> None:
+    from lightseg.utils import ensure_writable
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable(folder)
     except OSError as e:
         raise RunError(f"{what} {folder} is not writable ({e.strerror or e}); choose another folder.") from None
 

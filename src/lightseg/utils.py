@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["as_bool", "atomic_path"]
+__all__ = ["as_bool", "atomic_path", "ensure_writable"]
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", "none", ""}
@@ -53,3 +53,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and write (then remove) a probe file in it: permissions, read-only mounts and a file in
+    the way all show up here, before any work is done. Raises the ``OSError`` of the failing step."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_test_{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return path
