@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightseg.networks.fused import NormActSequential
 from lightseg.networks.layers import get_act as _act
 from lightseg.networks.layers import get_norm as _norm
 
@@ -35,7 +36,7 @@ def _check_spatial_dims(spatial_dims: int) -> None:
         raise ValueError(f"CMUNeXt blocks are 2D only, got spatial_dims={spatial_dims}.")
 
 
-class ConvNormAct(nn.Sequential):
+class ConvNormAct(NormActSequential):
     """Convolution -> normalization -> activation (the order of the reference ``conv_block``).
 
     Args:
@@ -64,7 +65,7 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-class ConvActNorm(nn.Sequential):
+class ConvActNorm(NormActSequential):
     """Convolution -> activation -> normalization (the order inside CMUNeXt blocks and skip fusion).
 
     Args:
@@ -93,6 +94,8 @@ class ConvActNorm(nn.Sequential):
             _act(act),
             _norm(norm, out_channels),
         )
+
+    act_first = True
 
 
 class ResidualDepthwise(nn.Module):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lightseg.networks.fused import NormActSequential
+
 __all__ = ["CONV_KINDS", "DMResBlock", "make_conv"]
 
 CONV_KINDS = ("separable", "separable_squeeze", "grouped", "full")
@@ -46,7 +48,7 @@ def _deconv_same(channels: int, kernel_size: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(channels, channels, kernel_size, padding=kernel_size // 2)
 
 
-class _ConvBN(nn.Sequential):
+class _ConvBN(NormActSequential):
     def __init__(self, conv: nn.Module, channels: int) -> None:
         super().__init__(conv, nn.BatchNorm2d(channels))
 

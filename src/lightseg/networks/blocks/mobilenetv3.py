@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightseg.networks.fused import NormActSequential
+
 __all__ = [
     "LARGE_SPECS",
     "BlockSpec",
@@ -78,7 +80,7 @@ def _activation(name: str | None) -> nn.Module | None:
     return {"RE": nn.ReLU(inplace=True), "HS": nn.Hardswish(inplace=True)}[name]
 
 
-class ConvBNAct(nn.Sequential):
+class ConvBNAct(NormActSequential):
     """Conv (no bias) -> BatchNorm -> optional activation, indexed 0, 1, 2 like torchvision."""
 
     def __init__(

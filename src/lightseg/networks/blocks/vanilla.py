@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightseg.networks.fused import NormActSequential, bn_act
+
 __all__ = [
     "FusibleBlock",
     "SeriesActivation",
@@ -68,7 +70,14 @@ class SeriesActivation(nn.Module):
         self.deployed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(F.conv2d(F.relu(x), self.weight, self.bias, padding=self.act_num, groups=self.channels))
+        y = F.conv2d(F.relu(x), self.weight, self.bias, padding=self.act_num, groups=self.channels)
+        if torch.jit.is_scripting():
+            return self.bn(y)
+        return self._norm(y)
+
+    @torch.jit.unused
+    def _norm(self, y: torch.Tensor) -> torch.Tensor:
+        return bn_act(y, self.bn)
 
     @torch.no_grad()
     def reparameterize(self, allow_inexact: bool = False) -> None:
@@ -99,10 +108,10 @@ class FusibleBlock(nn.Module):
         super().__init__()
         if resample not in ("down", "up", None):
             raise ValueError(f"resample must be 'down', 'up' or None, got {resample!r}.")
-        self.conv1: nn.Module = nn.Sequential(
+        self.conv1: nn.Module = NormActSequential(
             nn.Conv2d(in_channels, in_channels, 1), nn.BatchNorm2d(in_channels, eps=BN_EPS)
         )
-        self.conv2: nn.Module = nn.Sequential(
+        self.conv2: nn.Module = NormActSequential(
             nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels, eps=BN_EPS)
         )
         self.resample = resample if resample is not None else "none"
