@@ -112,6 +112,7 @@ def test_compile_failing_at_first_call_falls_back_once(monkeypatch, caplog):
     ref = _Tiny()
     net = perf.prepare_network(copy.deepcopy(ref), compile="max-autotune")
     assert perf.speed_settings(net)["status"] == "compile pending (first call)"
+    assert perf.speed_settings(copy.deepcopy(net))["status"].startswith("eager (a copy")
     x = torch.randn(2, 3, 8, 8)
     with caplog.at_level(logging.WARNING, logger="lightseg.perf"):
         for _ in range(3):

@@ -332,4 +332,7 @@ def speed_settings(net: nn.Module) -> dict:
     """What :func:`prepare_network` did to ``net``: ``channels_last``, ``compile`` (the mode asked for or None),
     ``status`` ("eager", "compiled", "compile pending (first call)" or "eager (<why>)") and ``first_call_s`` (the
     first compiled call's wall time, compilation included). Empty for a module it never saw."""
-    return dict(getattr(net, "_lightseg_speed", {}))
+    info = dict(getattr(net, "_lightseg_speed", {}))
+    if info.get("compile") and not info["status"].startswith("eager") and net._compiled_call_impl is None:
+        info["status"] = "eager (a copy: torch does not copy the compiled call)"  # nn.Module.__getstate__ drops it
+    return info
