@@ -25,8 +25,10 @@ EXPECTED = {  # bundle -> (network, optimizer, learning rate) as in its configs/
 
 
 def test_parse_variant():
-    assert bench.parse_variant("eager") == {"alloc": False, "cl": False, "bf16": False, "compile": False}
-    assert bench.parse_variant("alloc+cl+bf16") == {"alloc": True, "cl": True, "bf16": True, "compile": False}
+    none = {"alloc": False, "fused": False, "cl": False, "bf16": False, "compile": False}
+    assert bench.parse_variant("eager") == none
+    assert bench.parse_variant("alloc+cl+bf16") == {**none, "alloc": True, "cl": True, "bf16": True}
+    assert bench.parse_variant("alloc+fused")["fused"] is True
     assert bench.parse_variant("alloc+compile")["compile"] is True
     for bad in ("", "fast", "alloc+eager", "alloc+cl+jit"):
         with pytest.raises(ValueError, match="variant"):
@@ -62,11 +64,17 @@ def test_build_training_is_what_the_bundle_trains(bundle):
 
 
 def test_measure_in_process_litenext_includes_serp():
-    result = bench.measure("litenext", "cl", size=32, batch=2, steps=2, warmup=1)
+    from lightseg.networks import fused
+
+    was = fused.enabled()
+    try:
+        result = bench.measure("litenext", "cl", size=32, batch=2, steps=2, warmup=1)
+    finally:
+        fused.set_enabled(was)  # measure() sets the switch for its (normally fresh) process
     assert result["step"]["n"] == 2 and result["ms_per_image"] > 0 and result["images_per_s"] > 0
     assert result["finite"] and set(result["loss_terms"]) == {"mwl", "dice", "serp"}  # SeRP term computed
     assert result["speed"]["channels_last"] is True and result["speed"]["compile"] is None
-    assert result["switches"] == {"alloc": False, "cl": True, "bf16": False, "compile": False}
+    assert result["switches"] == {"alloc": False, "fused": False, "cl": True, "bf16": False, "compile": False}
     assert result["compile_s"] is None and result["first_step_s"] > 0
     assert result["peak_rss_mb"] >= result["rss_start_mb"] > 0
 
@@ -99,8 +107,8 @@ def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_benchmark_train_tiny(tmp_path):
     out = tmp_path / "bench_train.json"
-    result = _run(["--bundles", "mininet", "--controls", "monai_unet", "--variants", "eager,alloc+cl", "--size", "32",
-                   "--batch", "2", "--steps", "2", "--warmup", "1", "--passes", "1", "--threads", "1",
+    result = _run(["--bundles", "mininet", "--controls", "monai_unet", "--variants", "eager,alloc+cl+fused",
+                   "--size", "32", "--batch", "2", "--steps", "2", "--warmup", "1", "--passes", "1", "--threads", "1",
                    "--out", str(out)])  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     payload = json.loads(out.read_text())
@@ -108,7 +116,7 @@ def test_benchmark_train_tiny(tmp_path):
         assert key in payload, key
     assert payload["machine"]["conv_fp32_gflops"] > 0 and payload["torch"] == torch.__version__
     assert (payload["size"], payload["batch"], payload["steps"], payload["passes"]) == (32, 2, 2, 1)
-    assert payload["variants"] == ["eager", "alloc+cl"] and set(payload["rows"]) == {"mininet", "monai_unet"}
+    assert payload["variants"] == ["eager", "alloc+cl+fused"] and set(payload["rows"]) == {"mininet", "monai_unet"}
     assert payload["rows"]["mininet"]["network_name"] == "mininet" and payload["rows"]["mininet"]["params"] > 0
     assert "AlphaWeightedLoss + Adam" in payload["rows"]["mininet"]["step"]
     for row in ("mininet", "monai_unet"):
@@ -119,7 +127,8 @@ def test_benchmark_train_tiny(tmp_path):
             assert s["ms_per_image"] == pytest.approx(s["step"]["median_ms"] / 2)
             unet = payload["summary"]["monai_unet"][variant]["ms_per_image"]
             assert s["ratio_to_monai_unet"] == pytest.approx(s["ms_per_image"] / unet)
-    tuned = payload["summary"]["mininet"]["alloc+cl"]
+    tuned = payload["summary"]["mininet"]["alloc+cl+fused"]
+    assert tuned["switches"]["fused"] is True and payload["summary"]["mininet"]["eager"]["switches"]["fused"] is False
     assert tuned["speed"]["channels_last"] is True and tuned["allocator"]["reason"] != "disabled"
     assert payload["summary"]["mininet"]["eager"]["allocator"] == {"tuned": False, "reason": "disabled"}
     assert "| mininet (mininet) |" in result.stdout and "| monai_unet |" in result.stdout

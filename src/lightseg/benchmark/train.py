@@ -14,7 +14,9 @@ steps (the first one timed apart: it includes compilation), then the median of `
 configuration...), so that drift of the machine hits all alike. Only same-run ratios mean anything.
 
 Variants (``--variants``, comma-separated; each is a configuration measured in the same run): ``eager`` (no
-switch: glibc's default allocator), or switches joined by ``+``: ``alloc`` (:func:`lightseg.perf.tune_allocator`),
+switch: glibc's default allocator, the networks' reference modules), or switches joined by ``+``: ``alloc``
+(:func:`lightseg.perf.tune_allocator`), ``fused`` (the fused BatchNorm + activation kernel of
+:mod:`lightseg.networks.fused`; without it the modules run one after the other),
 ``cl`` (channels_last), ``bf16`` (:func:`lightseg.perf.autocast`, refused with a log line on CPUs without native
 bf16), ``compile`` (``torch.compile``; its compile time is reported apart and excluded from the median). These are
 the switches of :mod:`lightseg.perf`, the code the bundles use.
@@ -68,8 +70,8 @@ logger = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parents[3]
 BUNDLES = ("cmunext_xxs", "lvunet", "litenext", "mininet")
 DEFAULT_CONTROLS = ("monai_unet", "monai_segresnet")
-SWITCHES = ("alloc", "cl", "bf16", "compile")
-DEFAULT_VARIANTS = ("eager", "alloc", "alloc+cl")
+SWITCHES = ("alloc", "fused", "cl", "bf16", "compile")
+DEFAULT_VARIANTS = ("eager", "alloc", "alloc+fused", "alloc+cl", "alloc+cl+fused")
 REFERENCE = "monai_unet"  # the ratio column divides by this row, same variant, same run
 
 
@@ -163,10 +165,14 @@ def _peak_rss_mb() -> float:
 def measure(row: str, variant: str, size: int = 256, batch: int = 8, steps: int = 10, warmup: int = 3) -> dict:
     """Time ``steps`` training steps of ``row`` under ``variant`` after ``warmup`` steps (run in a fresh process by
     :func:`main`). Returns the per-step statistics, the first step's time, memory and what the switches did."""
+    from lightseg.networks import fused
     from lightseg.perf import allocator_state, autocast, prepare_network, speed_settings, tune_allocator
 
     switches = parse_variant(variant)
     tune_allocator(switches["alloc"])  # before the model and its activations are allocated
+    fused.set_enabled(switches["fused"])
+    if switches["fused"] and not fused.available():
+        raise RuntimeError(f"the fused kernel is not available here: {fused.kernel_state()['reason']}")
     setup = build_training(row)
     net = prepare_network(setup["network"], channels_last=switches["cl"], compile=switches["compile"]).train()
     loss_fn, optimizer, after_step = setup["loss"], setup["optimizer"], setup["after_step"]
