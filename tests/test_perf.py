@@ -247,3 +247,16 @@ def test_tune_allocator_preloaded_and_non_glibc(fake_libc, monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", lambda name: types.SimpleNamespace())  # no mallopt (musl, macOS)
     assert perf.tune_allocator() is False and perf.allocator_state()["reason"] == "no glibc mallopt"
     assert fake_libc.calls == []
+
+
+def test_autocast_inferer_returns_float32_and_is_simple_when_off():
+    from lightseg.perf import AutocastInferer, bf16_supported
+
+    net = torch.nn.Conv2d(3, 2, 3, padding=1)
+    x = torch.randn(1, 3, 8, 8)
+    off = AutocastInferer(False)(x, net)
+    assert torch.equal(off, net(x))
+    on = AutocastInferer(True)(x, net)
+    assert on.dtype == torch.float32 and on.shape == off.shape
+    if bf16_supported("cpu")[0]:
+        assert not torch.equal(on, off) and (on - off).abs().max() < 0.05  # computed in bf16, close to fp32

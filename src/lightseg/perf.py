@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "AutocastInferer",
     "allocator_state",
     "autocast",
     "bf16_supported",
@@ -336,3 +337,23 @@ def speed_settings(net: nn.Module) -> dict:
     if info.get("compile") and not info["status"].startswith("eager") and net._compiled_call_impl is None:
         info["status"] = "eager (a copy: torch does not copy the compiled call)"  # nn.Module.__getstate__ drops it
     return info
+
+
+class AutocastInferer:
+    """The training inferer with bf16 autocast: ``network(inputs)`` under :func:`autocast`, output back to float32.
+
+    MONAI's trainers autocast only on CUDA (``amp=True``); this is the bundles' ``--bf16`` on a CPU (and on a GPU:
+    ``device`` is where the network runs). The network, its ``state_dict`` and the loss (computed in float32 on the
+    returned output) are untouched. ``enabled=False`` is MONAI's ``SimpleInferer``.
+    """
+
+    def __init__(self, enabled: object = False, device: str | torch.device = "cpu") -> None:
+        self.enabled = _as_bool(enabled)
+        self.device = torch.device(device)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs):
+        with autocast(self.enabled, self.device) as on:
+            out = network(inputs, *args, **kwargs)
+        if on and isinstance(out, torch.Tensor) and out.is_floating_point():
+            out = out.float()
+        return out

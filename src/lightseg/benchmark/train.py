@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controls", nargs="*", default=list(DEFAULT_CONTROLS), choices=list(CONTROLS),
                         help="MONAI networks measured alongside (the ratio column needs monai_unet)")  # fmt: skip
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help="comma-separated: eager, or switches alloc, cl, bf16, compile joined by '+'")  # fmt: skip
+                        help="comma-separated: eager, or alloc, fused, cl, bf16, compile joined by '+'")  # fmt: skip
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="square input side")
     parser.add_argument("--threads", type=int, default=2)
