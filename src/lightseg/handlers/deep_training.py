@@ -6,6 +6,10 @@ Cosine schedule (LV-UNet): ``a(e) = 1 - cos(pi/2 * (e - 1) / (E - 1))`` for the 
 identity (``a = 1``, exactly). The authors' code evaluates ``1 - cos(pi e / 2E)`` at the 0-based epoch and so
 ends at ``a = 0.99476`` after 300 epochs: its "fused" model is not exactly the trained one. Linear schedule
 (VanillaNet): ``a(e) = (e - 1) / (E - 1)``.
+
+Within a time budget (``budget``: a :class:`~lightseg.handlers.TimeBudget` with ``minutes`` set) the same curve is
+evaluated at the budget's schedule position ``p`` of the epoch instead of ``(e - 1) / (E - 1)``: ``a = 1`` exactly
+during the budget's last epoch, which the budget plans so that it runs whole.
 """
 
 from __future__ import annotations
@@ -19,23 +23,26 @@ from torch import nn
 from lightseg.handlers.checkpoint import unwrap
 from lightseg.networks.blocks.vanilla import set_deep_training_slope
 
-__all__ = ["DeepTrainingSchedule", "deep_training_slope"]
+__all__ = ["DeepTrainingSchedule", "deep_training_slope", "slope_at"]
 
 logger = logging.getLogger(__name__)
+
+
+def slope_at(position: float, schedule: str = "cosine") -> float:
+    """Slope ``a`` at schedule position ``position`` in [0, 1] (exactly 1.0 from 1 on)."""
+    if schedule not in ("cosine", "linear"):
+        raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}.")
+    t = min(max(float(position), 0.0), 1.0)
+    if t >= 1.0:
+        return 1.0
+    return 1.0 - math.cos(math.pi / 2 * t) if schedule == "cosine" else t
 
 
 def deep_training_slope(epoch: int, total: int, schedule: str = "cosine") -> float:
     """Slope ``a`` for 1-based ``epoch`` of ``total`` deep-training epochs (1.0 from ``total`` on)."""
     if epoch < 1 or total < 1:
         raise ValueError(f"epoch and total must be >= 1, got {epoch}, {total}.")
-    if epoch >= total:
-        return 1.0
-    t = (epoch - 1) / (total - 1)
-    if schedule == "cosine":
-        return 1.0 - math.cos(math.pi / 2 * t)
-    if schedule == "linear":
-        return t
-    raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}.")
+    return slope_at(1.0 if epoch >= total else (epoch - 1) / (total - 1), schedule)
 
 
 class DeepTrainingSchedule:
@@ -46,6 +53,8 @@ class DeepTrainingSchedule:
             ``set_deep_training_slope`` method.
         epochs: deep-training epochs E (default: the trainer's ``max_epochs``).
         schedule: ``"cosine"`` (LV-UNet) or ``"linear"`` (VanillaNet).
+        budget: a :class:`~lightseg.handlers.TimeBudget`; when it has a budget, the slope follows its schedule
+            position (``fraction()``) instead of the epoch, and ``epochs`` is not used.
 
     The value is stored in ``engine.state.deep_training_slope`` (log it with a tracking handler's
     ``state_attributes``). On resume the slope is recomputed from the epoch, so it is never stale.
@@ -62,10 +71,12 @@ class DeepTrainingSchedule:
         epochs: int | None = None,
         schedule: str = "cosine",
         fine_tune_keeps_identity: bool = True,
+        budget=None,
     ) -> None:
         deep_training_slope(1, 1, schedule)  # validates the name
         self.network = network
         self.epochs = epochs
+        self.budget = budget if budget is not None and getattr(budget, "enabled", False) else None
         self.schedule = schedule
         self.fine_tune_keeps_identity = fine_tune_keeps_identity
         self.finished_before_start = False
@@ -81,9 +92,13 @@ class DeepTrainingSchedule:
             logger.info("deep training already finished in the loaded weights (slope 1): fine-tuning keeps slope 1")
 
     def __call__(self, engine: Engine) -> None:
-        total = int(self.epochs or engine.state.max_epochs)
-        epoch = int(engine.state.epoch)
-        slope = 1.0 if self.finished_before_start else deep_training_slope(epoch, total, self.schedule)
+        if self.finished_before_start:
+            slope = 1.0
+        elif self.budget is not None:
+            slope = slope_at(self.budget.fraction(), self.schedule)
+        else:
+            slope = deep_training_slope(int(engine.state.epoch), int(self.epochs or engine.state.max_epochs),
+                                        self.schedule)  # fmt: skip
         count = set_deep_training_slope(unwrap(self.network), slope)
         if count == 0:
             raise ValueError(f"{type(unwrap(self.network)).__name__} has no fusible blocks for deep training.")

@@ -48,6 +48,8 @@ class RunRecorder:
         runs_dir: where files of unknown origin replaced by a promotion are kept.
         promote: promote on completion (``--promote false`` keeps the bundle's model as it is).
         save: write files (False on non-zero ranks of a distributed run).
+        state_attributes: trainer-state attributes recorded on completion, each when the state has it (e.g.
+            :class:`~lightseg.handlers.TimeBudget`'s time used and epochs reached).
     """
 
     PATH_KEYS = ("datalist", "dataset_dir")
@@ -60,6 +62,7 @@ class RunRecorder:
         runs_dir: str | os.PathLike,
         promote: object = True,
         save: object = True,
+        state_attributes: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.settings = _plain({k: v for k, v in dict(settings).items() if not str(k).startswith("_")})
         for key in self.PATH_KEYS:
@@ -70,6 +73,7 @@ class RunRecorder:
         self.runs_dir = Path(runs_dir)
         self.promote = as_bool(promote)
         self.save = as_bool(save)
+        self.state_attributes = tuple(state_attributes or ())
         self._run_id_known = False
 
     def attach(self, engine: Engine) -> None:
@@ -116,6 +120,7 @@ class RunRecorder:
         for key in ("best_model_metric", "best_model_epoch"):
             if hasattr(state, key):
                 values[key] = float(getattr(state, key)) if key.endswith("metric") else int(getattr(state, key))
+        values.update({k: getattr(state, k) for k in self.state_attributes if getattr(state, k, None) is not None})
         run_id = self._mlflow_run_id()
         if run_id:
             values["mlflow_run_id"] = run_id
