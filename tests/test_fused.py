@@ -202,3 +202,32 @@ def test_switched_off_or_unavailable_uses_the_modules(monkeypatch, caplog):
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
     assert "no C++ compiler" in fused.kernel_state()["reason"]
     assert calls == [] and out.shape == x.shape
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"fused_kernels": False, "tune_allocator": False, "channels_last": False},
+        {"fused_kernels": True, "tune_allocator": True, "channels_last": True, "bf16": True},
+    ],
+    ids=["reference", "all-on"],
+)
+def test_bundle_trains_with_the_speed_switches_and_records_them(tiny_dataset, tmp_path, switches):
+    """The switches are top-level overrides of every bundle, and MLflow records them; a model trained with them
+    loads into the plain network."""
+    from mlflow.tracking import MlflowClient
+
+    from .conftest import run_bundle, tiny_overrides
+
+    data, datalist = tiny_dataset
+    out = tmp_path / "run"
+    result = run_bundle("mininet", ("train.json",), epochs=2, **tiny_overrides(out, data, datalist), **switches)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'eval' / 'mlruns.db'}")
+    run = client.search_runs([client.get_experiment_by_name("mininet").experiment_id])[0]
+    for key, value in switches.items():
+        assert run.data.params[key] == str(value), (key, run.data.params.get(key))
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    net = create_network("mininet", in_channels=3, out_channels=1)
+    net.load_state_dict(state, strict=True)
