@@ -5,7 +5,8 @@ The papers write ``conv -> act -> BN`` (CMUNeXt), ``conv -> BN -> act`` (CMUNeXt
 spend about half of a training step there (BatchNorm's training kernels read their input three to four times, and
 the activation is stored for the backward pass). :func:`bn_act` computes the same function with a C++ kernel
 (``csrc/norm_act.cpp``, built once per machine with the compiler PyTorch's extensions use) that makes two passes
-forward and two backward and recomputes the activation instead of storing it. In eval mode it is one pass.
+forward and two backward and recomputes the activation instead of storing it. In eval mode it is one pass, used
+once a training has loaded the kernel (validation): inference alone never starts a compilation.
 
 The modules and their ``state_dict`` stay exactly as they are: the blocks (:class:`NormActSequential`) call
 :func:`bn_act` with their own ``nn.BatchNorm2d`` and activation modules, so checkpoints are interchangeable with and
@@ -181,10 +182,20 @@ def bn_act(x: torch.Tensor, bn: nn.Module, act: nn.Module | None = None, act_fir
     ``num_batches_tracked`` are updated exactly as the module's own forward would.
     """
     code = _IDENTITY if act is None else act_code(act)
-    if code is not None and isinstance(bn, nn.BatchNorm2d) and bn.affine and not _hooked(bn, act) and _usable(x):
+    batch_stats = bn.training or getattr(bn, "running_mean", None) is None
+    # Only training builds the kernel; inference uses it once it is loaded (validation during a training), so that
+    # a server's first request never waits for a compilation.
+    if (
+        code is not None
+        and isinstance(bn, nn.BatchNorm2d)
+        and bn.affine
+        and (batch_stats or _ext is not None)
+        and not _hooked(bn, act)
+        and _usable(x)
+    ):
         pixel = bool(_layout(x))
         n = x.numel() // x.shape[1]
-        if bn.training or bn.running_mean is None:  # batch statistics (n == 1: the module raises its own error)
+        if batch_stats:  # batch statistics (n == 1: the module raises its own error)
             if n > 1:
                 y, mean, var = _BNAct.apply(x, bn.weight, bn.bias, bn.eps, code, act_first, pixel)
                 if bn.training and bn.track_running_stats:
