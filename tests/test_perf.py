@@ -188,6 +188,7 @@ def test_autocast_on_with_native_bf16_and_off_when_disabled(monkeypatch, caplog)
         assert on is True and torch.is_autocast_enabled("cpu")
         assert (torch.randn(4, 4) @ torch.randn(4, 4)).dtype == torch.bfloat16
     assert not torch.is_autocast_enabled("cpu")
+    caplog.clear()  # the "on" line above is captured too where an earlier test set lightseg's level to INFO
     with caplog.at_level(logging.INFO, logger="lightseg.perf"), perf.autocast(False) as on:
         assert on is False and not torch.is_autocast_enabled("cpu")
     assert not [r for r in caplog.records if r.name == "lightseg.perf"]  # disabled: silent
