@@ -82,6 +82,16 @@ inline float act_d(float v) {
   }
 }
 
+// Per-channel float partial sums of a pixel-layout chunk, moved into the double totals (and reset).
+inline void flush_partials(std::vector<float>& f1, std::vector<float>& f2, double* s1, double* s2, int64_t C) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    s1[c] += f1[c];
+    s2[c] += f2[c];
+    f1[c] = f2[c] = 0.f;
+  }
+}
+
 struct Dims {
   int64_t n, c, s;  // planar: N, C, H*W; pixel: n = N*H*W (pixels), c = C, s = 1
 };
@@ -179,20 +189,9 @@ std::vector<at::Tensor> bn_forward_impl(const at::Tensor& x, const at::Tensor& w
             f1[c] += v;
             f2[c] += v * v;
           }
-          if (((p - p0) & 255) == 255) {
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c) {
-              s1[c] += f1[c];
-              s2[c] += f2[c];
-              f1[c] = f2[c] = 0.f;
-            }
-          }
+          if (((p - p0) & 255) == 255) flush_partials(f1, f2, s1, s2, C);
         }
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          s1[c] += f1[c];
-          s2[c] += f2[c];
-        }
+        flush_partials(f1, f2, s1, s2, C);
       }
     });
     std::vector<float> scale(C), off(C);
@@ -307,20 +306,9 @@ std::vector<at::Tensor> bn_backward_impl(const at::Tensor& gy, const at::Tensor&
             f1[c] += g;
             f2[c] += g * xhat;
           }
-          if (((p - p0) & 255) == 255) {
-#pragma omp simd
-            for (int64_t c = 0; c < C; ++c) {
-              s1[c] += f1[c];
-              s2[c] += f2[c];
-              f1[c] = f2[c] = 0.f;
-            }
-          }
+          if (((p - p0) & 255) == 255) flush_partials(f1, f2, s1, s2, C);
         }
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          s1[c] += f1[c];
-          s2[c] += f2[c];
-        }
+        flush_partials(f1, f2, s1, s2, C);
       }
     });
     for (int64_t c = 0; c < C; ++c) {
