@@ -188,9 +188,21 @@ SIGNAL_SCRIPT = textwrap.dedent(
     from monai.handlers import MLFlowHandler, StatsHandler
     from lightseg.handlers import MLflowRunStatus
 
+    def kill():
+        os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+
     def step(engine, batch):
-        if engine.state.iteration == 3:
-            os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+        if engine.state.iteration == 3 and sys.argv[3] == "in_transaction":
+            # as when the signal comes while MLflow logs a metric: its SQLite write lock is held
+            from mlflow import MlflowClient
+            from sqlalchemy import text
+
+            store = MlflowClient(sys.argv[1])._tracking_client.store
+            with store.ManagedSessionMaker(read_only=False) as session:
+                session.execute(text("UPDATE experiments SET name = name"))
+                kill()
+        elif engine.state.iteration == 3:
+            kill()
         return 0.1
 
     engine = Engine(step)
@@ -204,12 +216,16 @@ SIGNAL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_signal_marks_killed(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "when"), [("SIGTERM", "in_step"), ("SIGINT", "in_step"), ("SIGTERM", "in_transaction")]
+)
+def test_signal_marks_killed(tmp_path, sig, when):
+    """Also while an MLflow write transaction is open: marking from inside the handler waited out SQLite's lock."""
     store = f"sqlite:///{tmp_path}/mlruns.db"
     script = tmp_path / "train.py"
     script.write_text(SIGNAL_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), store, sig], capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, str(script), store, sig, when]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert "not reached" not in result.stdout
     if sig == "SIGTERM":
         assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]
@@ -278,7 +294,7 @@ def test_bundle_sigterm_marks_killed_and_resume_continues(tmp_path, small):
         cmd_result["rc"] = proc.wait(timeout=120)
     assert cmd_result["rc"] == 128 + signal.SIGTERM, (tmp_path / "log.txt").read_text()[-3000:]
     store = f"sqlite:///{out}/eval/mlruns.db"
-    assert _run(store, "killed").info.status == "KILLED"
+    assert _run(store, "killed").info.status == "KILLED", (tmp_path / "log.txt").read_text()[-3000:]
 
     import torch
 

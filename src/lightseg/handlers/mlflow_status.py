@@ -32,9 +32,10 @@ class MLflowRunStatus:
     - exception inside ``engine.run`` (``Events.EXCEPTION_RAISED``, handled first so MONAI's ``StatsHandler``
       cannot skip it): the run is set FAILED, tagged ``lightseg.error`` with the root cause, and the exception is
       re-raised as before.
-    - SIGTERM / SIGINT (handlers installed at start, the previous ones restored at the end): the run is set
-      KILLED, then the previous handler runs (SIGINT: ``KeyboardInterrupt``); where that was the default action,
-      the process exits with status 128 + signal number through ``SystemExit`` (so files are closed).
+    - SIGTERM / SIGINT (handlers installed at start, the previous ones restored at the end): the previous handler
+      runs (SIGINT: ``KeyboardInterrupt``); where that was the default action, ``SystemExit`` with status 128 +
+      signal number is raised (so files are closed). The exception unwinds to the engine, whose
+      ``EXCEPTION_RAISED`` sets the run KILLED (not from inside the signal handler: see :meth:`_on_signal`).
     - start of a run that MONAI reused (status KILLED/FAILED) or of a training resumed from a checkpoint (epoch
       > 0): the run is set RUNNING and tagged ``lightseg.resumed`` (count) and ``lightseg.resumed_at_epoch``
       (parameters resumed with another value are tagged by :func:`lightseg.runs.resumable_params`).
@@ -165,11 +166,20 @@ class MLflowRunStatus:
             del self._previous[sig]
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        """Unwind the training; :meth:`failed` marks the run KILLED once the engine sees the exception.
+
+        Nothing is written to MLflow here: the signal can arrive in the middle of MLflow's own SQLite transaction
+        (a metric being logged), whose write lock a second session in this handler would wait on for
+        ``busy_timeout`` and then fail, leaving the run RUNNING. Raising unwinds that transaction first (its
+        session is rolled back and closed), then ignite fires ``EXCEPTION_RAISED``.
+        """
         previous = self._previous.get(signum, signal.SIG_DFL)
-        logger.warning("received %s: marking the MLflow run KILLED", signal.Signals(signum).name)
-        self._terminate("KILLED")
+        logger.warning(
+            "received %s: stopping the training, the MLflow run will be marked KILLED", signal.Signals(signum).name
+        )
         self._restore_signals()
         if callable(previous):
-            previous(signum, frame)
+            previous(signum, frame)  # SIGINT's default raises KeyboardInterrupt
+            logger.warning("the previous %s handler let the training go on", signal.Signals(signum).name)
         else:
             raise SystemExit(128 + signum)
