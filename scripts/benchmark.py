@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Train a bundle on a prepared dataset with an epoch budget, evaluate it on the test split, and write the figures.
+"""Train a bundle on a prepared dataset with an epoch or time budget, evaluate it on the test split, write the figures.
 
     python scripts/benchmark.py --bundle cmunext_xxs --dataset_dir data/kvasir_seg \\
         --datalist data_lists/kvasir_seg.json --epochs 20 --image_size 128 128 --seeds 0 1 2 --out results/kvasir
+    python scripts/benchmark.py --bundle lvunet --dataset_dir data/kvasir_seg \\
+        --datalist data_lists/kvasir_seg.json --time_budget 15 --image_size 128 128 --out results/kvasir15
 
 For every seed it runs ``monai.bundle run training`` then ``run evaluating`` (the bundle's own configs, selection on
 the validation split, metrics on the held-out testing split), each in its own process and output folder, and
@@ -65,6 +67,18 @@ def read_metrics(eval_dir: Path) -> dict:
     return result
 
 
+TRAINING_KEYS = ("epochs_completed", "best_model_metric", "best_model_epoch", "time_budget", "time_budget_elapsed_s",
+                 "time_budget_stopped_by", "epochs_reached")  # fmt: skip
+
+
+def read_training(models_dir: Path) -> dict:
+    """What the training recorded in its ``settings.json``: epochs, the best validation metric and its epoch, and
+    with ``--time_budget`` the budget, the time it used and why it stopped."""
+    path = models_dir / "settings.json"
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    return {k: settings[k] for k in TRAINING_KEYS if k in settings}
+
+
 def summarize(runs: list[dict]) -> dict:
     """Mean and (sample) standard deviation over seeds of every per-image-mean and pooled metric."""
     out = {}
@@ -82,7 +96,13 @@ def summarize(runs: list[dict]) -> dict:
 def markdown(result: dict) -> str:
     s = result["settings"]
     lines = [
-        f"{s['bundle']} on {s['datalist']}: {s['epochs']} epochs at {s['image_size'][0]}x{s['image_size'][1]}, "
+        f"{s['bundle']} on {s['datalist']}: "
+        + (
+            f"{s['overrides']['time_budget']:g} minutes"
+            if s["overrides"].get("time_budget")
+            else f"{s['epochs']} epochs"
+        )
+        + f" at {s['image_size'][0]}x{s['image_size'][1]}, "
         f"seeds {s['seeds']}, test split of {result['runs'][0]['test_images']} images",
         "",
         "| metric | per-image mean | pooled over pixels |",
@@ -97,6 +117,15 @@ def markdown(result: dict) -> str:
         )  # fmt: skip
     times = ", ".join(f"{r['train_seconds']:.0f} s" for r in result["runs"])
     lines += ["", f"training wall time per seed: {times}"]
+    for r in result["runs"]:
+        t = r.get("training", {})
+        if "best_model_metric" in t:
+            lines.append(
+                f"seed {r['seed']}: {t.get('epochs_completed', '?')} epochs, best validation "
+                f"{t['best_model_metric']:.4f} at epoch {t.get('best_model_epoch', '?')}"
+                + (f", budget {t['time_budget']:g} min ({t.get('time_budget_elapsed_s', 0):.0f} s used, stopped by "
+                   f"{t.get('time_budget_stopped_by', '?')})" if t.get("time_budget") else "")
+            )  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", required=True, choices=sorted(p.name for p in (ROOT / "bundles").iterdir()))
     parser.add_argument("--dataset_dir", required=True)
     parser.add_argument("--datalist", required=True)
-    parser.add_argument("--epochs", type=int, required=True, help="the epoch budget")
+    parser.add_argument("--epochs", type=int, help="the epoch budget (with --time_budget: the most epochs)")
+    parser.add_argument("--time_budget", type=float, help="train for this many minutes (the bundle's --time_budget)")
     parser.add_argument("--image_size", type=int, nargs=2, default=(256, 256))
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -113,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON", help="extra bundle override")
     parser.add_argument("--reuse", action="store_true", help="keep the seeds already evaluated in --out (resume)")
     args = parser.parse_args(argv)
+    if args.epochs is None and args.time_budget is None:
+        parser.error("give --epochs, --time_budget or both")
+    if args.epochs is None:
+        args.epochs = 100_000  # the budget decides
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     out = Path(args.out).resolve()
@@ -121,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.override:
         key, _, value = item.partition("=")
         extra[key] = json.loads(value)
+    if args.time_budget is not None:
+        extra["time_budget"] = args.time_budget
     runs = []
     for seed in args.seeds:
         run_dir = out / f"seed_{seed}"
@@ -148,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 _bundle_cmd(args.bundle, ["train.json", "evaluate.json"], "evaluating", evaluate), run_dir / "eval.log"
             )
         metrics = read_metrics(run_dir / "eval")
-        runs.append({"seed": seed, "train_seconds": train_s, "metrics": metrics,
+        training = read_training(run_dir / "models")
+        runs.append({"seed": seed, "train_seconds": train_s, "training": training, "metrics": metrics,
                      "test_images": len(metrics["per_image"]["dice"])})  # fmt: skip
-        logger.info("seed %d: test Dice %.4f (pooled %.4f) in %.0f s", seed, metrics["mean"]["dice"],
-                    metrics["pooled"]["dice"], train_s)  # fmt: skip
+        logger.info("seed %d: test IoU %.4f, Dice %.4f (pooled %.4f) in %.0f s; %s", seed, metrics["mean"]["iou"],
+                    metrics["mean"]["dice"], metrics["pooled"]["dice"], train_s, training)  # fmt: skip
     result = {
         "settings": {"bundle": args.bundle, "dataset_dir": args.dataset_dir, "datalist": args.datalist,
                      "epochs": args.epochs, "image_size": list(args.image_size), "batch_size": args.batch_size,

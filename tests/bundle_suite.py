@@ -345,7 +345,7 @@ class BundleSuite:
         models.mkdir()
         torch.save({"weight": torch.ones(1, 3, 1, 1), "bias": torch.zeros(1)}, models / "model.pt")
         out = tmp_path / "out"
-        _ok(
+        log = _ok(
             run_bundle(
                 self.ref,
                 ("inference.json",),
@@ -357,6 +357,7 @@ class BundleSuite:
                 network_def={"_target_": "torch.nn.Conv2d", "in_channels": 3, "out_channels": 1, "kernel_size": 1},
             )
         )
+        assert "Iteration: [7/7]" in log  # the folder's progress bar
         expected = np.zeros((h, w), bool)
         expected[5:15, 44:64] = True
         for stem in ("gray", "rgba", "photo", "scan", "bitmap", "slice", "frame"):
@@ -371,13 +372,14 @@ class BundleSuite:
         nifti_only = tmp_path / "nifti_in"
         nifti_only.mkdir()
         (inputs / "slice.nii.gz").rename(nifti_only / "slice.nii.gz")
-        _ok(
+        log = _ok(
             run_bundle(
                 self.ref, ("inference.json",), bundle_root=str(self.bundles_dir / self.bundle), input=str(nifti_only),
                 ckpt_dir=str(models), output_dir=str(tmp_path / "nifti_out"), image_size=[64, 64],
-                output_ext=".nii.gz", output_scale=None, network_def=net_def,
+                output_ext=".nii.gz", output_scale=None, network_def=net_def, progress_bar=False,
             )
         )  # fmt: skip
+        assert "Iteration: [" not in log
         written = nib.load(tmp_path / "nifti_out" / "slice_seg.nii.gz")
         assert written.shape == (w, h) and written.header.get_zooms() == pytest.approx((0.5, 0.7))
         np.testing.assert_allclose(written.affine, nib.load(nifti_only / "slice.nii.gz").affine, atol=1e-6)

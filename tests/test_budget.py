@@ -225,6 +225,30 @@ def test_resumed_with_the_budget_used_trains_nothing():
     assert done and trainer.state.epoch == 0 and trainer.state.iteration == 0 and budget.stopped_by == "budget"
 
 
+def test_budget_given_on_resuming_a_run_without_one_starts_from_zero(tmp_path, caplog):
+    from lightseg.handlers import ResumableCheckpoint
+
+    clock = Clock()
+    first = _trainer(clock)
+    ResumableCheckpoint(tmp_path, {"time_budget": None}, resume=False).attach(first)  # as the bundle, no budget
+    first.run([0] * 5, max_epochs=3)
+    assert "time_budget" not in torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+
+    budget = TimeBudget(minutes=1, validator=Validator(clock, 0.5), clock=clock)
+    trainer = _trainer(clock)
+    budget.attach(trainer)
+    ResumableCheckpoint(tmp_path, {"time_budget": budget}, resume=True).attach(trainer)
+    start = clock.t
+    with caplog.at_level(logging.INFO, logger="lightseg"):
+        trainer.run([0] * 5, max_epochs=10_000)
+    assert "written without a time budget: the 1 minutes start now" in caplog.text
+    assert trainer.state.epoch > 3 and 55.0 <= clock.t - start <= 60.0 and budget.stopped_by == "budget"
+    # another entry the checkpoint lacks is still an error
+    with pytest.raises(KeyError, match="has no 'optimizer' entry"):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        ResumableCheckpoint(tmp_path, {"optimizer": opt}, resume=True).load(_trainer(clock))
+
+
 def test_cosine_learning_rate_follows_the_budget_and_ends_at_eta_min(tmp_path):
     clock = Clock()
     param = torch.nn.Parameter(torch.zeros(1))
@@ -262,6 +286,49 @@ def test_constant_and_plateau_schedules_are_kept():
     assert budget_lr_scheduler(constant, budget) is constant and budget_lr_scheduler(plateau, budget) is plateau
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
     assert budget_lr_scheduler(cosine, TimeBudget(minutes=None)) is cosine  # no budget: the epoch recipe
+
+
+@pytest.mark.parametrize("paper", ["constant", "plateau"])
+def test_lr_schedule_cosine_replaces_the_papers_schedule(paper, tmp_path):
+    def make():
+        optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        if paper == "constant":
+            return optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max")
+
+    # without a budget: an epoch cosine over `epochs` to 1 % of the rate
+    optimizer, scheduler = make()
+    cosine = budget_lr_scheduler(scheduler, TimeBudget(minutes=None), schedule="cosine", epochs=4)
+    assert isinstance(cosine, torch.optim.lr_scheduler.CosineAnnealingLR) and cosine.optimizer is optimizer
+    lrs = []
+    for _ in range(4):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        cosine.step()
+    assert lrs == pytest.approx([1e-4 + (0.01 - 1e-4) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    # with a budget: laid over the budget, ending at 1 %
+    optimizer, scheduler = make()
+    clock = Clock()
+    budget = TimeBudget(minutes=1, clock=clock)
+    laid = budget_lr_scheduler(scheduler, budget, schedule=" Cosine ", epochs=100_000)
+    assert isinstance(laid, BudgetCosineLR) and laid.eta_min == pytest.approx(1e-4)
+
+    def step(engine, batch):
+        optimizer.step()
+        clock.t += 1.0
+
+    trainer = Engine(step)
+    budget.attach(trainer)
+    LrScheduleHandler(laid, print_lr=False).attach(trainer)
+    last = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: last.append(optimizer.param_groups[0]["lr"]))
+    trainer.run([0] * 5, max_epochs=100_000)
+    assert last[0] == pytest.approx(0.01) and last[-1] == pytest.approx(1e-4)
+    # "paper" keeps it; anything else is refused
+    optimizer, scheduler = make()
+    assert budget_lr_scheduler(scheduler, None, schedule="paper", epochs=4) is scheduler
+    with pytest.raises(ValueError, match="--lr_schedule must be one of paper, cosine, got 'linear'"):
+        budget_lr_scheduler(scheduler, None, schedule="linear")
 
 
 def test_without_a_budget_nothing_changes():

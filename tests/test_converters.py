@@ -471,6 +471,9 @@ def test_benchmark_trains_a_bundle_on_a_prepared_dataset(tmp_path):
     table = (tmp_path / "results" / "benchmark.md").read_text()
     assert "| dice |" in table and "+-" in table
     assert (tmp_path / "results" / "seed_1" / "models" / "model.pt").is_file()
+    training = bench["runs"][0]["training"]
+    assert training["epochs_completed"] == 1 and training["best_model_epoch"] == 1
+    assert 0.0 <= training["best_model_metric"] <= 1.0 and "best validation" in table
 
     # --reuse: finished seeds are not trained again (an interrupted benchmark resumes)
     again = subprocess.run(
@@ -481,6 +484,20 @@ def test_benchmark_trains_a_bundle_on_a_prepared_dataset(tmp_path):
     )  # fmt: skip
     assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 2, again.stderr[-3000:]
     assert json.loads((tmp_path / "results" / "benchmark.json").read_text())["summary"] == bench["summary"]
+
+    # --time_budget instead of --epochs: the budget, the time used and why it stopped are recorded
+    budget = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--bundle", "cmunext_xxs", "--dataset_dir", str(tmp_path / "prepared"),
+         "--datalist", str(tmp_path / "prepared" / "datalist.json"), "--time_budget", "0.1", "--image_size", "32", "32",
+         "--batch_size", "2", "--out", str(tmp_path / "budget"), "--override", "num_workers=0",
+         "--override", "use_mlflow=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert budget.returncode == 0, budget.stderr[-4000:]
+    training = json.loads((tmp_path / "budget" / "benchmark.json").read_text())["runs"][0]["training"]
+    assert training["time_budget"] == 0.1 and training["time_budget_stopped_by"] == "budget", training
+    assert training["epochs_completed"] >= 1 and 0 < training["time_budget_elapsed_s"] < 6 + 10, training
+    assert "0.1 minutes" in (tmp_path / "budget" / "benchmark.md").read_text()
 
 
 def test_multi_class_converters_write_label_maps(tmp_path):

@@ -81,6 +81,7 @@ DESCRIPTIONS: dict[str, str] = {
     "val_batch_size": "validation batch size",
     "image_size": "[H, W] the images are resized to; each must be divisible by the network's stride",
     "learning_rate": "optimizer learning rate",
+    "lr_schedule": "paper (the bundle's own schedule) or cosine (to 1 % of the rate over the epochs or time budget)",
     "weight_decay": "optimizer weight decay",
     "num_workers": "data loader worker processes (0: load in the main process)",
     "cache_rate": "fraction of the dataset cached in memory",

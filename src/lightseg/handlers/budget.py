@@ -260,6 +260,10 @@ class TimeBudget:
             "position": float(self._position),
         }
 
+    def start_without_state(self, path: Any) -> None:
+        """Called on resuming from a checkpoint written without a budget: this budget starts now, from zero."""
+        logger.info("checkpoint %s was written without a time budget: the %g minutes start now", path, self.minutes)
+
     def load_state_dict(self, state: dict) -> None:
         self._offset = float(state["elapsed"])
         self._train_cost = None if state.get("train_cost") is None else float(state["train_cost"])
@@ -476,16 +480,42 @@ class BudgetCosineLR(torch.optim.lr_scheduler.LRScheduler):
         self.__dict__.update({k: v for k, v in state_dict.items() if k not in ("optimizer", "budget")})
 
 
-def budget_lr_scheduler(scheduler: Any, budget: TimeBudget) -> Any:
-    """The learning-rate scheduler of a training with ``budget``: ``scheduler`` itself without a budget.
+LR_SCHEDULES = ("paper", "cosine")
+COSINE_ETA_MIN_FACTOR = 0.01
 
-    With a budget, a ``CosineAnnealingLR`` becomes a :class:`BudgetCosineLR` (same optimizer, initial rates and
-    ``eta_min``) laid over the budget's schedule position; a constant rate stays constant and
+
+def budget_lr_scheduler(
+    scheduler: Any, budget: TimeBudget | None, schedule: str = "paper", epochs: int | None = None
+) -> Any:
+    """The learning-rate scheduler of a training (the bundles' ``--lr_schedule`` and ``--time_budget``).
+
+    ``schedule="paper"``: ``scheduler``, the paper's, itself. ``schedule="cosine"``: any other scheduler is
+    replaced by cosine annealing from the optimizer's initial learning rates to ``COSINE_ETA_MIN_FACTOR`` (1 %) of
+    them over ``epochs`` (a ``CosineAnnealingLR`` is kept as it is).
+
+    Then, with a budget, a ``CosineAnnealingLR`` becomes a :class:`BudgetCosineLR` (same optimizer, initial rates
+    and ``eta_min``) laid over the budget's schedule position; a constant rate stays constant and
     ``ReduceLROnPlateau`` stays driven by validation; any other scheduler keeps counting epochs (logged).
+
+    Raises:
+        ValueError: ``schedule`` is not one of :data:`LR_SCHEDULES`.
     """
+    from torch.optim import lr_scheduler as schedulers
+
+    name = str(schedule or "paper").strip().lower()
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}.")
+    if name == "cosine" and scheduler is not None and not isinstance(scheduler, schedulers.CosineAnnealingLR):
+        optimizer = scheduler.optimizer
+        initial = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, initial, strict=True):
+            group["lr"] = lr
+        t_max = max(1, int(epochs or 1))
+        scheduler = schedulers.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=COSINE_ETA_MIN_FACTOR * initial[0])
+        logger.info("--lr_schedule cosine: %g -> %g over %d epochs%s", initial[0], scheduler.eta_min, t_max,
+                    " (over the time budget)" if budget is not None and budget.enabled else "")  # fmt: skip
     if budget is None or not budget.enabled or scheduler is None:
         return scheduler
-    from torch.optim import lr_scheduler as schedulers
 
     if isinstance(scheduler, schedulers.CosineAnnealingLR):
         optimizer = scheduler.optimizer

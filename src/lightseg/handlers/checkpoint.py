@@ -158,7 +158,10 @@ class ResumableCheckpoint:
 
     Args:
         save_dir: folder of ``filename``.
-        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, lr_scheduler, ...).
+        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, lr_scheduler, ...). An
+            entry the checkpoint lacks is an error, unless its object has ``start_without_state(path)``, which is
+            then called instead (:class:`~lightseg.handlers.TimeBudget`: a budget given when resuming a run that
+            had none starts from zero).
             Networks are unwrapped from DDP. The engine this handler is attached to is added as ``"trainer"``
             (its state includes the user keys of other handlers, such as :class:`ModelSaver`'s best metric).
         resume: load ``filename`` on start when it exists.
@@ -199,9 +202,12 @@ class ResumableCheckpoint:
             raise CheckpointError(f"checkpoint {self.path} holds a {type(state).__name__}, not a training state.")
         max_epochs = engine.state.max_epochs
         for key, obj in self.save_dict.items():
-            if key not in state:
-                raise KeyError(f"checkpoint {self.path} has no {key!r} entry (has {sorted(state)}).")
             target = unwrap(obj) if isinstance(obj, nn.Module) else obj
+            if key not in state:
+                if callable(getattr(target, "start_without_state", None)):  # e.g. a budget added on resuming
+                    target.start_without_state(self.path)
+                    continue
+                raise KeyError(f"checkpoint {self.path} has no {key!r} entry (has {sorted(state)}).")
             if isinstance(obj, Engine):
                 # keep the max_epochs of this run: resuming with a larger epoch budget extends training
                 target.load_state_dict({**state[key], "max_epochs": max_epochs})
