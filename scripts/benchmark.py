@@ -140,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON", help="extra bundle override")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="extra bundle override (a JSON value, or a plain string)",
+    )
     parser.add_argument("--reuse", action="store_true", help="keep the seeds already evaluated in --out (resume)")
     args = parser.parse_args(argv)
     if args.epochs is None and args.time_budget is None:
@@ -154,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     extra = {}
     for item in args.override:
         key, _, value = item.partition("=")
-        extra[key] = json.loads(value)
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:  # a plain word: lr_schedule=cosine
+            extra[key] = value
     if args.time_budget is not None:
         extra["time_budget"] = args.time_budget
     runs = []

@@ -490,11 +490,14 @@ def test_benchmark_trains_a_bundle_on_a_prepared_dataset(tmp_path):
         [sys.executable, "scripts/benchmark.py", "--bundle", "cmunext_xxs", "--dataset_dir", str(tmp_path / "prepared"),
          "--datalist", str(tmp_path / "prepared" / "datalist.json"), "--time_budget", "0.1", "--image_size", "32", "32",
          "--batch_size", "2", "--out", str(tmp_path / "budget"), "--override", "num_workers=0",
-         "--override", "use_mlflow=false"],
+         "--override", "use_mlflow=false", "--override", "lr_schedule=cosine"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert budget.returncode == 0, budget.stderr[-4000:]
-    training = json.loads((tmp_path / "budget" / "benchmark.json").read_text())["runs"][0]["training"]
+    result = json.loads((tmp_path / "budget" / "benchmark.json").read_text())
+    assert result["settings"]["overrides"] == {"num_workers": 0, "use_mlflow": False, "lr_schedule": "cosine",
+                                               "time_budget": 0.1}  # fmt: skip
+    training = result["runs"][0]["training"]
     assert training["time_budget"] == 0.1 and training["time_budget_stopped_by"] == "budget", training
     assert training["epochs_completed"] >= 1 and 0 < training["time_budget_elapsed_s"] < 6 + 10, training
     assert "0.1 minutes" in (tmp_path / "budget" / "benchmark.md").read_text()
