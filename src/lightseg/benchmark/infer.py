@@ -19,7 +19,9 @@ from a random-weight model.pt; the controls' with the same exporters) and run th
 not depend on them (INT8 agreement figures on random weights are reported but mean little).
 
 Writes ``infer.json``, ``infer.md`` and ``infer.png`` (batch-1 latency of the best backend against GMACs, and
-end-to-end latency) under ``--out``.
+end-to-end latency) under ``--out``. ``--accuracy`` adds the test Dice of trained bundles (the ``benchmark.json``
+that ``scripts/benchmark.py`` writes, e.g. the Kvasir-SEG 15-minute runs): a latency-vs-Dice panel in the plot and a
+table; ``--from_json`` redraws the table and plot of an earlier run with it, without measuring again.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from lightseg.benchmark.common import (
     write_json,
 )
 
-__all__ = ["BUNDLE_MODELS", "main", "measure", "measure_end_to_end", "prepare"]
+__all__ = ["BUNDLE_MODELS", "main", "measure", "measure_end_to_end", "prepare", "read_accuracy"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +269,8 @@ def measure_end_to_end(
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
-    out_dir = tempfile.mkdtemp(prefix="e2e_")
+    out_tmp = tempfile.TemporaryDirectory(prefix="e2e_")  # the masks are counted, then removed with it
+    out_dir = out_tmp.name
     overrides = {
         "bundle_root": str(bundle), "ckpt_dir": folder, "datalist": str(Path(data) / "datalist.json"),
         "dataset_dir": data, "output_dir": out_dir, "image_size": [size, size], "backend": backend,
@@ -296,11 +299,13 @@ def measure_end_to_end(
     masks = sorted(Path(out_dir).glob("*_seg.png"))
     from PIL import Image
 
-    return {
+    result = {
         "row": row, "backend": evaluator.network.backend, "per_image": best, "images": len(masks),
         "input_size": list(Image.open(Path(data) / "images" / "case000.png").size),
         "mask_size": list(Image.open(masks[0]).size) if masks else None,
     }  # fmt: skip
+    out_tmp.cleanup()
+    return result
 
 
 def _best_backend(rows: dict, row: str) -> tuple[str, dict] | None:
@@ -308,6 +313,38 @@ def _best_backend(rows: dict, row: str) -> tuple[str, dict] | None:
     candidates = [(b, r) for b, r in rows.get(row, {}).items() if "batch1" in r and b != "onnxruntime-int8"]
     candidates = [(b, r) for b, r in candidates if not b.endswith("(glibc default)")]
     return min(candidates, key=lambda br: br[1]["batch1"]["median_ms"]) if candidates else None
+
+
+def read_accuracy(paths: list[str]) -> dict:
+    """Test-split scores of trained bundles from ``scripts/benchmark.py``'s ``benchmark.json`` files, keyed by the
+    table row (LV-UNet: its deployment form, which computes the same function as the trained one)."""
+    accuracy: dict = {}
+    for path in paths:
+        try:
+            result = json.loads(Path(path).read_text())
+            settings, summary = result["settings"], result["summary"]
+            row = settings["bundle"]
+            accuracy[row] = {
+                "dice": summary["mean"]["dice"]["mean"], "iou": summary["mean"]["iou"]["mean"],
+                "seeds": settings["seeds"], "datalist": settings["datalist"],
+                "image_size": settings["image_size"], "budget": settings["overrides"].get("time_budget"),
+                "epochs": settings.get("epochs"), "source": str(path),
+            }  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a benchmark.json of scripts/benchmark.py ({type(e).__name__}: {e})") from e
+        if row not in BUNDLE_MODELS:
+            raise ValueError(f"{path}: bundle {settings['bundle']!r} is not a row of the table")
+    return accuracy
+
+
+def _accuracy_rows(payload: dict) -> list[tuple[str, dict, str, float]]:
+    """(row, accuracy, best backend, its batch-1 median ms) for the rows with both."""
+    rows = []
+    for row, acc in payload.get("accuracy", {}).items():
+        best = _best_backend(payload["results"], row)
+        if best:
+            rows.append((row, acc, best[0], best[1]["batch1"]["median_ms"]))
+    return rows
 
 
 def _markdown(payload: dict) -> str:
@@ -361,6 +398,20 @@ def _markdown(payload: dict) -> str:
             s = e["per_image"]
             lines.append(f"| {row} | {e['backend']} | {s['median_ms']:.1f} ({s['min_ms']:.1f}-{s['max_ms']:.1f}) | "
                          f"{model_ms:.1f} | {s['median_ms'] / model_ms:.2f} |")  # fmt: skip
+    acc_rows = _accuracy_rows(payload)
+    if acc_rows:
+        lines += [
+            "",
+            "Accuracy and latency (test split of each run's datalist, per-image mean over seeds; latency of the best "
+            "fp32 backend above, batch 1):",
+            "",
+            "| bundle | test Dice | test IoU | trained | best backend | batch-1 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row, acc, backend, ms in acc_rows:
+            budget = f"{acc['budget']:g} min" if acc.get("budget") else f"{acc.get('epochs')} epochs"
+            trained = f"{Path(acc['datalist']).stem}, {budget} at {'x'.join(map(str, acc['image_size']))}"
+            lines.append(f"| {row} | {acc['dice']:.3f} | {acc['iou']:.3f} | {trained} | {backend} | {ms:.1f} |")
     int8 = []
     for row in payload["models"]:
         agreement = payload["exports"].get(row, {}).get("onnx-int8", {}).get("agreement")
@@ -377,7 +428,8 @@ def _plot(payload: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    acc_rows = _accuracy_rows(payload)
+    fig, axes = plt.subplots(1, 3 if acc_rows else 2, figsize=(18 if acc_rows else 12, 4.5))
     ax = axes[0]
     for row, info in payload["models"].items():
         best = _best_backend(payload["results"], row)
@@ -404,6 +456,15 @@ def _plot(payload: dict, path: Path) -> None:
     ax.set_ylabel("ms per image")
     ax.set_title("End-to-end vs model-only, best backend")
     ax.legend(fontsize=8)
+    if acc_rows:
+        ax = axes[2]
+        for row, acc, backend, ms in acc_rows:
+            ax.scatter(ms, acc["dice"], color="C0")
+            ax.annotate(f"{row} ({backend})", (ms, acc["dice"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        sources = sorted({Path(acc["datalist"]).stem for _, acc, _, _ in acc_rows})
+        ax.set_xlabel("batch-1 latency, best backend (ms)")
+        ax.set_ylabel("test Dice (per-image mean)")
+        ax.set_title(f"Latency vs Dice ({', '.join(sources)})")
     fig.suptitle(f"{payload['threads']} threads, {payload['date']}", fontsize=9)
     fig.tight_layout()
     from lightseg.utils import atomic_path
@@ -437,11 +498,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_untuned", action="store_true", help="skip eager without the allocator setting")
     parser.add_argument("--untuned_controls", action="store_true", help="eager without it for the controls too")
     parser.add_argument("--out", default="benchmark_results/infer", help="folder for infer.json/.md/.png")
+    parser.add_argument(
+        "--accuracy", nargs="*", default=[], metavar="BENCHMARK_JSON",
+        help="benchmark.json files of scripts/benchmark.py: test Dice for a latency-vs-Dice panel",
+    )  # fmt: skip
+    parser.add_argument(
+        "--from_json", metavar="INFER_JSON",
+        help="measure nothing: redraw infer.md/.png under --out from this infer.json (with --accuracy)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        accuracy = read_accuracy(args.accuracy)
+    except ValueError as e:
+        parser.error(str(e))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        try:
+            payload = json.loads(Path(args.from_json).read_text())
+        except (OSError, ValueError) as e:
+            parser.error(f"--from_json {args.from_json}: {e}")
+        payload.setdefault("accuracy", {}).update(accuracy)
+        for row in accuracy:
+            if row not in payload["results"]:
+                logger.warning("%s: in --accuracy but not measured in %s", row, args.from_json)
+        write_json(out / "infer.json", payload)
+        table = _markdown(payload)
+        (out / "infer.md").write_text(table)
+        _plot(payload, out / "infer.png")
+        print(table)
+        logger.info("redrew infer.md and infer.png in %s from %s", out, args.from_json)
+        return 0
     # bundles and controls alternate, so that a run cut short still compares them (results are written per row)
     rows = [r for pair in itertools.zip_longest(args.bundles, args.controls) for r in pair if r is not None]
     for row in rows:
@@ -455,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         "backends": [*args.backends, *([] if args.no_untuned or "eager" not in args.backends else
                                          ["eager (glibc default)"])],
         "macs_convention": "conv_macs: convolution + matrix-product multiply-accumulates (lightseg.profiling)",
-        "models": {}, "exports": {}, "results": {}, "end_to_end": {}, "roofline": {},
+        "models": {}, "exports": {}, "results": {}, "end_to_end": {}, "roofline": {}, "accuracy": accuracy,
     }  # fmt: skip
     payload["machine"] = run_isolated("lightseg.benchmark.common:machine_limits", {}, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="lightseg_infer_") as work:
