@@ -231,6 +231,22 @@ def test_early_stopping_counts_validations_without_improvement():
     assert trainer.state.epoch == 6
 
 
+def test_early_stopping_does_not_judge_a_model_that_has_not_predicted_foreground_yet():
+    """Mini-Net at the paper's learning rate on Kvasir-SEG (H200, 256x256) scored IoU 0 for its first validations:
+    with patience 4 Ignite's rule stopped it at epoch 10 with a model that predicts nothing. From the first score
+    above ``start_above`` on, patience counts as before (a later 0 counts)."""
+    scores = [0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.3, 0.3, 0.3, 0.3]
+    trainer = _engines(scores, EarlyStopping(None, patience=2, metric_name="val_iou"))
+    trainer.run([0], max_epochs=len(scores))
+    assert trainer.state.epoch == 3  # Ignite's rule: best 0.0 at 1, two validations without improvement
+    trainer = _engines(scores, EarlyStopping(None, patience=2, metric_name="val_iou", start_above=0.0))
+    trainer.run([0], max_epochs=len(scores))
+    assert trainer.state.epoch == 8 and trainer.state.early_stopping_best == 0.3  # counted from epoch 6
+    trainer = _engines([0.3, 0.0, 0.0, 0.0], EarlyStopping(None, patience=2, metric_name="val_iou", start_above=0.0))
+    trainer.run([0], max_epochs=4)
+    assert trainer.state.epoch == 3
+
+
 def test_early_stopping_state_survives_a_resume():
     scores = [0.5, 0.7, 0.6, 0.6, 0.6, 0.6]
     trainer = _engines(scores, EarlyStopping(None, patience=3, metric_name="val_iou"))

@@ -125,6 +125,7 @@ DESCRIPTIONS: dict[str, str] = {
     "early_stopping": "stop when validation stops improving",
     "early_stopping_patience": "validations without improvement before stopping",
     "early_stopping_min_delta": "smallest improvement that counts",
+    "early_stopping_start_above": "validations count against the patience from the first above this score (null: all)",
     "serp": "LiteNeXt SeRP self-supervised regularisation (EMA target, weak/strong views)",
     "ema_momentum": "momentum of SeRP's EMA target network",
     "serp_weight": "weight of the SeRP loss",

@@ -327,6 +327,7 @@ def read_accuracy(paths: list[str]) -> dict:
             accuracy[row] = {
                 "dice": summary["mean"]["dice"]["mean"], "iou": summary["mean"]["iou"]["mean"],
                 "seeds": settings["seeds"], "datalist": settings["datalist"],
+                "dataset": Path(settings["dataset_dir"]).name,
                 "image_size": settings["image_size"], "budget": settings["overrides"].get("time_budget"),
                 "epochs": settings.get("epochs"), "source": str(path),
             }  # fmt: skip
@@ -410,7 +411,7 @@ def _markdown(payload: dict) -> str:
         ]
         for row, acc, backend, ms in acc_rows:
             budget = f"{acc['budget']:g} min" if acc.get("budget") else f"{acc.get('epochs')} epochs"
-            trained = f"{Path(acc['datalist']).stem}, {budget} at {'x'.join(map(str, acc['image_size']))}"
+            trained = f"{acc['dataset']}, {budget} at {'x'.join(map(str, acc['image_size']))}"
             lines.append(f"| {row} | {acc['dice']:.3f} | {acc['iou']:.3f} | {trained} | {backend} | {ms:.1f} |")
     int8 = []
     for row in payload["models"]:
@@ -461,7 +462,7 @@ def _plot(payload: dict, path: Path) -> None:
         for row, acc, backend, ms in acc_rows:
             ax.scatter(ms, acc["dice"], color="C0")
             ax.annotate(f"{row} ({backend})", (ms, acc["dice"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        sources = sorted({Path(acc["datalist"]).stem for _, acc, _, _ in acc_rows})
+        sources = sorted({acc["dataset"] for _, acc, _, _ in acc_rows})
         ax.set_xlabel("batch-1 latency, best backend (ms)")
         ax.set_ylabel("test Dice (per-image mean)")
         ax.set_title(f"Latency vs Dice ({', '.join(sources)})")

@@ -33,6 +33,10 @@ class EarlyStopping:
         min_delta: an increase of at most ``min_delta`` counts as no improvement.
         cumulative_delta: measure ``min_delta`` from the best score rather than from the previous validation.
         enabled: False to attach nothing (train for all epochs).
+        start_above: validations are counted against ``patience`` only from the first whose score exceeds this
+            (``0.0``: a model that has not yet predicted any foreground, IoU 0, is not judged; Mini-Net at the
+            paper's learning rate needs about 10 epochs on Kvasir-SEG to get there). ``None``: every validation
+            counts (Ignite's behaviour).
     """
 
     STATE_KEYS = ("early_stopping_counter", "early_stopping_best")
@@ -45,6 +49,7 @@ class EarlyStopping:
         min_delta: float = 0.0,
         cumulative_delta: bool = False,
         enabled: bool = True,
+        start_above: float | None = None,
     ) -> None:
         if int(patience) < 1:
             raise ValueError(f"patience must be >= 1, got {patience}.")
@@ -54,6 +59,7 @@ class EarlyStopping:
         self.min_delta = float(min_delta)
         self.cumulative_delta = as_bool(cumulative_delta)
         self.enabled = as_bool(enabled)
+        self.start_above = None if start_above is None else float(start_above)
         self._trainer: Engine | None = None
         self._stopper: _IgniteEarlyStopping | None = None
 
@@ -81,6 +87,12 @@ class EarlyStopping:
     def validated(self, evaluator: Engine) -> None:
         trainer, stopper = self._trainer, self._stopper
         best = float(trainer.state.early_stopping_best)
+        if math.isnan(best) and self.start_above is not None and self._score(evaluator) <= self.start_above:
+            logger.info(
+                "early stopping: validation score %.4f at epoch %d is not above %g, not counted against the patience",
+                self._score(evaluator), trainer.state.epoch, self.start_above,
+            )  # fmt: skip
+            return
         state = stopper.state_dict()
         state.update(counter=int(trainer.state.early_stopping_counter), best_score=None if math.isnan(best) else best)
         stopper.load_state_dict(state)
