@@ -92,6 +92,37 @@ def test_gcf_output_and_weights():
     torch.testing.assert_close(w.sum(1), torch.ones(2, 32))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gcf_mixing_equals_the_stacked_formula(channels_last):
+    """GCF sums the weighted scales one by one (no 5-D stack of full-resolution maps): the output and every
+    gradient equal the formula as written, ``(stack(values) * weights).sum(scales)``, within 1e-5."""
+    torch.manual_seed(0)
+    gcf = GCF((4, 8, 16, 32), 32, 32).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    feats = [torch.randn(2, c, 32 // s, 32 // s).to(memory_format=fmt) for c, s in ((4, 1), (8, 2), (16, 4), (32, 8))]
+    bottleneck = torch.randn(2, 32, 4, 4).to(memory_format=fmt)
+
+    def stacked(features, b):
+        values, keys = zip(*(ctx(f, [32, 32]) for ctx, f in zip(gcf.stages, features, strict=True)), strict=True)
+        v_b, k_b = gcf.bottleneck(b, [32, 32])
+        key = torch.stack(keys, dim=1)
+        weights = torch.softmax(gcf.score(torch.cat([key, k_b.unsqueeze(1).expand_as(key)], dim=2)), dim=1)
+        return torch.cat([(torch.stack(values, dim=1) * weights[:, :, :, None, None]).sum(dim=1), v_b], dim=1)
+
+    results = []
+    for forward in (gcf, stacked):
+        inputs = [f.clone().requires_grad_() for f in feats]
+        b = bottleneck.clone().requires_grad_()
+        gcf.zero_grad()
+        out = forward(inputs, b)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), [i.grad for i in [*inputs, b]], [q.grad.clone() for q in gcf.parameters()]))
+    (out_a, in_a, par_a), (out_b, in_b, par_b) = results
+    torch.testing.assert_close(out_a, out_b, atol=1e-5, rtol=0)
+    for a, b in zip([*in_a, *par_a], [*in_b, *par_b], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------- Marginal Weight Loss
 def test_weight_map_on_a_hand_built_mask():
     """A 3x3 square in a 7x7 image, k = 3: its centre is the only eroded pixel, the dilation is the 5x5 square
