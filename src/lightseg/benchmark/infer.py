@@ -475,9 +475,11 @@ def _plot(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _write(payload: dict, out: Path, started: float) -> str:
-    """Write infer.json, infer.md and infer.png; return the Markdown."""
-    payload["seconds"] = round(time.time() - started, 1)
+def _write(payload: dict, out: Path, started: float | None) -> str:
+    """Write infer.json, infer.md and infer.png; return the Markdown. ``started``: the measurement's start time
+    (None when redrawing an earlier run, whose duration is kept)."""
+    if started is not None:
+        payload["seconds"] = round(time.time() - started, 1)
     write_json(out / "infer.json", payload)
     table = _markdown(payload)
     (out / "infer.md").write_text(table)
@@ -525,10 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in accuracy:
             if row not in payload["results"]:
                 logger.warning("%s: in --accuracy but not measured in %s", row, args.from_json)
-        write_json(out / "infer.json", payload)
-        table = _markdown(payload)
-        (out / "infer.md").write_text(table)
-        _plot(payload, out / "infer.png")
+        table = _write(payload, out, None)
         print(table)
         logger.info("redrew infer.md and infer.png in %s from %s", out, args.from_json)
         return 0

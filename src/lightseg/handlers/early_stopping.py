@@ -87,12 +87,14 @@ class EarlyStopping:
     def validated(self, evaluator: Engine) -> None:
         trainer, stopper = self._trainer, self._stopper
         best = float(trainer.state.early_stopping_best)
-        if math.isnan(best) and self.start_above is not None and self._score(evaluator) <= self.start_above:
-            logger.info(
-                "early stopping: validation score %.4f at epoch %d is not above %g, not counted against the patience",
-                self._score(evaluator), trainer.state.epoch, self.start_above,
-            )  # fmt: skip
-            return
+        if math.isnan(best) and self.start_above is not None:
+            score = self._score(evaluator)
+            if score <= self.start_above:
+                logger.info(
+                    "early stopping: validation score %.4f at epoch %d is not above %g, not counted against the "
+                    "patience", score, trainer.state.epoch, self.start_above,
+                )  # fmt: skip
+                return
         state = stopper.state_dict()
         state.update(counter=int(trainer.state.early_stopping_counter), best_score=None if math.isnan(best) else best)
         stopper.load_state_dict(state)
